@@ -1,0 +1,1 @@
+"""dqadmin: the Django project and app that runs and shows dq queues."""

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DemoConfig(AppConfig):
+    name = "dqadmin.demo"
+    label = "dqdemo"
+    verbose_name = "dq demo"

@@ -1,0 +1,131 @@
+"""The backend contract: a handful of primitives every storage implements.
+
+:class:`~queuecore.Queues` validates names, encodes values and builds the
+public API on these; a backend deals in topics, ids and bytes only. The
+backends are ``slab`` (the embedded default), ``memory`` and ``redis``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds an in-progress message, and until when (unix seconds)."""
+
+    owner: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class Record:
+    """A stored message as a backend returns it: the payload still encoded."""
+
+    id: int
+    payload: bytes
+    state: str
+    attempts: int
+    enqueued_at: float
+    lease: Lease | None = None
+    errors: tuple[dict[str, Any], ...] = ()
+    not_before: float | None = None
+
+
+@dataclass
+class Delivery:
+    """One take: the message plus the backend's handle on this lease."""
+
+    id: int
+    payload: bytes
+    attempts: int
+    enqueued_at: float
+    token: Any
+    errors: tuple[dict[str, Any], ...] = field(default=())
+
+
+class Backend:
+    """Storage primitives. Methods raise ``NotImplementedError`` naming the
+    contract; see ``queuecore.memory.MemoryBackend`` for the simplest one."""
+
+    name = "base"
+
+    def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
+        """Append the payloads as ready messages, all or none, and return their
+        ids. Waits up to ``timeout`` for room under ``max_queue_size`` (None:
+        forever, 0: not at all), then raises QueueFull."""
+        raise NotImplementedError("Backend.put(topic, payloads, timeout) -> list[int]")
+
+    def take(self, topic: str, limit: int, timeout: float | None) -> list[Delivery]:
+        """Lease up to ``limit`` ready messages, oldest first; wait up to
+        ``timeout`` for the first one. An empty list when none came."""
+        raise NotImplementedError("Backend.take(topic, limit, timeout) -> list[Delivery]")
+
+    def settle(
+        self,
+        topic: str,
+        token: Any,
+        outcome: str,
+        delay: float = 0.0,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        """End a lease: ``outcome`` is "complete", "retry" (ready again after
+        ``delay`` seconds) or "fail" (to the failed store). ``error`` is a
+        dict with "reason" (and "traceback") kept with the message. False when
+        the lease was lost (expired, or its owner was found dead)."""
+        raise NotImplementedError("Backend.settle(topic, token, outcome, delay, error) -> bool")
+
+    def topics(self) -> list[str]:
+        raise NotImplementedError("Backend.topics() -> list[str]")
+
+    def stats(self, topic: str) -> dict[str, int]:
+        """The counters of queuecore.defaults.STATS_KEYS for one topic."""
+        raise NotImplementedError("Backend.stats(topic) -> dict[str, int]")
+
+    def info(self, topic: str) -> dict[str, Any]:
+        """Storage facts for the dashboard: bytes, dropped, oldest_ready_at."""
+        raise NotImplementedError("Backend.info(topic) -> dict")
+
+    def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
+        """Messages in ``state`` (None: every state but completed) with
+        ``id > after``, in id order, at most ``limit``."""
+        raise NotImplementedError("Backend.messages(topic, state, after, limit) -> list[Record]")
+
+    def peek(self, topic: str, id: int) -> Record:
+        """The message with this id, in whatever state; MessageNotFound."""
+        raise NotImplementedError("Backend.peek(topic, id) -> Record")
+
+    def requeue(self, topic: str, id: int) -> None:
+        """Make a delayed, in-progress or failed message ready now."""
+        raise NotImplementedError("Backend.requeue(topic, id)")
+
+    def requeue_failed(self, topic: str) -> int:
+        raise NotImplementedError("Backend.requeue_failed(topic) -> int")
+
+    def delete(self, topic: str, id: int) -> None:
+        raise NotImplementedError("Backend.delete(topic, id)")
+
+    def purge(self, topic: str, state: str | None) -> int:
+        """state None: ready and delayed; "failed": the failed store."""
+        raise NotImplementedError("Backend.purge(topic, state) -> int")
+
+    def check(self, fix: bool) -> dict[str, Any]:
+        raise NotImplementedError("Backend.check(fix) -> dict")
+
+    def fsync(self) -> None:
+        raise NotImplementedError("Backend.fsync()")
+
+    def close(self) -> None:
+        raise NotImplementedError("Backend.close()")
+
+    # Consumer heartbeats, shown by the dashboard. ``key`` names one consumer
+    # process; ``record`` is a small JSON-able dict.
+    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
+        raise NotImplementedError("Backend.write_heartbeat(key, record)")
+
+    def remove_heartbeat(self, key: str) -> None:
+        raise NotImplementedError("Backend.remove_heartbeat(key)")
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        raise NotImplementedError("Backend.heartbeats() -> list[dict]")

@@ -1,0 +1,315 @@
+"""The memory backend: every primitive of the contract, in one process's memory.
+
+For tests and examples. Nothing survives the process; several ``Queues``
+objects in one process that name the same ``memory://name`` share it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from queuecore.backend import Backend, Delivery, Lease, Record
+from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
+from queuecore.errors import MessageNotFound, QueueFull
+
+
+@dataclass
+class _Entry:
+    id: int
+    payload: bytes
+    enqueued_at: float
+    attempts: int = 0
+    state: str = "ready"
+    errors: tuple[dict[str, Any], ...] = ()
+    not_before: float | None = None
+    lease: Lease | None = None
+    token: int = 0
+
+
+@dataclass
+class _Topic:
+    next_id: int = 1
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    ready: OrderedDict[int, None] = field(default_factory=OrderedDict)
+    counters: dict[str, int] = field(
+        default_factory=lambda: {"enqueued": 0, "completed": 0, "retried": 0}
+    )
+
+    def count(self, state: str) -> int:
+        return sum(1 for e in self.entries.values() if e.state == state)
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.topics: dict[str, _Topic] = {}
+        self.heartbeats: dict[str, dict[str, Any]] = {}
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+_tokens = itertools.count(1)
+
+
+class MemoryBackend(Backend):
+    name = "memory"
+
+    def __init__(self, name: str = "", **options: Any) -> None:
+        opts = {**DEFAULTS, **options}
+        self.max_queue_size: int | None = opts["max_queue_size"]
+        self.visibility_timeout = float(opts["visibility_timeout"])
+        self.owner = f"{os.uname().nodename}:{os.getpid()}"
+        with _stores_lock:
+            self._store = _stores.setdefault(name, _Store())
+        self._cond = self._store.lock
+
+    @classmethod
+    def reset(cls, name: str = "") -> None:
+        """Forget everything stored under ``memory://name``."""
+        with _stores_lock:
+            _stores.pop(name, None)
+
+    # -- helpers (called with the condition held) ---------------------------
+    def _topic(self, topic: str) -> _Topic:
+        t = self._store.topics.get(topic)
+        if t is None:
+            t = self._store.topics[topic] = _Topic()
+        return t
+
+    def _size(self, t: _Topic) -> int:
+        return sum(1 for e in t.entries.values() if e.state in ("ready", "delayed", "in_progress"))
+
+    def _make_ready(self, t: _Topic, e: _Entry) -> None:
+        e.state, e.lease, e.not_before = "ready", None, None
+        t.ready[e.id] = None
+        t.ready.move_to_end(e.id)
+
+    def _housekeep(self, t: _Topic) -> float | None:
+        """Promote due delayed messages and reclaim expired leases; returns the
+        next time something becomes due (None: nothing pending)."""
+        now = time.time()
+        nxt: float | None = None
+        due = sorted((e.not_before or 0, e.id) for e in t.entries.values() if e.state == "delayed")
+        for when, mid in due:
+            if when <= now:
+                self._make_ready(t, t.entries[mid])
+            else:
+                nxt = when if nxt is None else min(nxt, when)
+                break
+        for e in t.entries.values():
+            if e.state == "in_progress" and e.lease is not None:
+                if e.lease.deadline <= now:
+                    self._make_ready(t, e)
+                else:
+                    nxt = e.lease.deadline if nxt is None else min(nxt, e.lease.deadline)
+        return nxt
+
+    def _record(self, e: _Entry) -> Record:
+        return Record(
+            id=e.id,
+            payload=e.payload,
+            state=e.state,
+            attempts=e.attempts,
+            enqueued_at=e.enqueued_at,
+            lease=e.lease,
+            errors=e.errors,
+            not_before=e.not_before,
+        )
+
+    def _get(self, topic: str, id: int) -> _Entry:
+        t = self._store.topics.get(topic)
+        e = t.entries.get(id) if t else None
+        if e is None:
+            raise MessageNotFound(topic, id)
+        return e
+
+    # -- the contract --------------------------------------------------------
+    def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            t = self._topic(topic)
+            while self.max_queue_size is not None and self._size(t) + len(payloads) > self.max_queue_size:
+                if len(payloads) > self.max_queue_size:
+                    raise QueueFull(topic, self.max_queue_size)
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise QueueFull(topic, self.max_queue_size)
+                self._cond.wait(left)
+            now = time.time()
+            ids = []
+            for payload in payloads:
+                e = _Entry(id=t.next_id, payload=bytes(payload), enqueued_at=now)
+                t.next_id += 1
+                t.entries[e.id] = e
+                t.ready[e.id] = None
+                ids.append(e.id)
+            t.counters["enqueued"] += len(payloads)
+            self._cond.notify_all()
+            return ids
+
+    def take(self, topic: str, limit: int, timeout: float | None) -> list[Delivery]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            t = self._topic(topic)
+            while True:
+                nxt = self._housekeep(t)
+                if t.ready:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return []
+                if nxt is not None:
+                    wait = max(0.0, nxt - time.time())
+                    left = wait if left is None else min(left, wait)
+                self._cond.wait(left)
+            out: list[Delivery] = []
+            now = time.time()
+            while t.ready and len(out) < limit:
+                mid, _ = t.ready.popitem(last=False)
+                e = t.entries[mid]
+                e.state = "in_progress"
+                e.attempts += 1
+                e.token = next(_tokens)
+                e.lease = Lease(self.owner, now + self.visibility_timeout)
+                out.append(Delivery(e.id, e.payload, e.attempts, e.enqueued_at, (e.id, e.token), e.errors))
+            return out
+
+    def settle(
+        self,
+        topic: str,
+        token: Any,
+        outcome: str,
+        delay: float = 0.0,
+        error: dict[str, Any] | None = None,
+    ) -> bool:
+        mid, tok = token
+        with self._cond:
+            t = self._topic(topic)
+            e = t.entries.get(mid)
+            if e is None or e.state != "in_progress" or e.token != tok:
+                return False
+            if e.lease is not None and e.lease.deadline <= time.time():
+                self._make_ready(t, e)  # expired: it belongs to the next taker
+                self._cond.notify_all()
+                return False
+            if error is not None:
+                e.errors = (e.errors + (error,))[-MAX_ERRORS_KEPT:]
+            if outcome == "complete":
+                del t.entries[mid]
+                t.counters["completed"] += 1
+            elif outcome == "retry":
+                t.counters["retried"] += 1
+                if delay > 0:
+                    e.state, e.lease, e.not_before = "delayed", None, time.time() + delay
+                else:
+                    self._make_ready(t, e)
+            elif outcome == "fail":
+                e.state, e.lease = "failed", None
+            else:
+                raise ValueError(f"unknown outcome {outcome!r}")
+            self._cond.notify_all()
+            return True
+
+    def topics(self) -> list[str]:
+        with self._cond:
+            return list(self._store.topics)
+
+    def stats(self, topic: str) -> dict[str, int]:
+        with self._cond:
+            t = self._topic(topic)
+            self._housekeep(t)
+            out = dict(t.counters)
+            for state in ("ready", "delayed", "in_progress", "failed"):
+                out[state] = t.count(state)
+            out["num_slabs"] = 0
+            out["num_active_slabs"] = 0
+            return out
+
+    def info(self, topic: str) -> dict[str, Any]:
+        with self._cond:
+            t = self._topic(topic)
+            oldest = next(iter(t.ready), None)
+            return {
+                "bytes": sum(len(e.payload) for e in t.entries.values()),
+                "dropped": 0,
+                "oldest_ready_at": t.entries[oldest].enqueued_at if oldest is not None else None,
+            }
+
+    def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
+        with self._cond:
+            t = self._store.topics.get(topic)
+            if t is None:
+                return []
+            self._housekeep(t)
+            lo = after or 0
+            found = sorted(
+                (e for e in t.entries.values() if e.id > lo and (state is None or e.state == state)),
+                key=lambda e: e.id,
+            )
+            return [self._record(e) for e in found[:limit]]
+
+    def peek(self, topic: str, id: int) -> Record:
+        with self._cond:
+            return self._record(self._get(topic, id))
+
+    def requeue(self, topic: str, id: int) -> None:
+        with self._cond:
+            e = self._get(topic, id)
+            if e.state != "ready":
+                self._make_ready(self._topic(topic), e)
+            self._cond.notify_all()
+
+    def requeue_failed(self, topic: str) -> int:
+        with self._cond:
+            t = self._topic(topic)
+            failed = sorted(i for i, e in t.entries.items() if e.state == "failed")
+            for mid in failed:
+                self._make_ready(t, t.entries[mid])
+            self._cond.notify_all()
+            return len(failed)
+
+    def delete(self, topic: str, id: int) -> None:
+        with self._cond:
+            e = self._get(topic, id)
+            t = self._topic(topic)
+            t.ready.pop(e.id, None)
+            del t.entries[e.id]
+            self._cond.notify_all()
+
+    def purge(self, topic: str, state: str | None) -> int:
+        states = {"ready", "delayed"} if state is None else {state}
+        with self._cond:
+            t = self._topic(topic)
+            gone = [i for i, e in t.entries.items() if e.state in states]
+            for mid in gone:
+                t.ready.pop(mid, None)
+                del t.entries[mid]
+            self._cond.notify_all()
+            return len(gone)
+
+    def check(self, fix: bool) -> dict[str, Any]:
+        return {"ok": True, "problems": [], "fixed": [], "topics": len(self._store.topics)}
+
+    def fsync(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
+        with self._cond:
+            self._store.heartbeats[key] = dict(record)
+
+    def remove_heartbeat(self, key: str) -> None:
+        with self._cond:
+            self._store.heartbeats.pop(key, None)
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [dict(r) for r in self._store.heartbeats.values()]

@@ -1,0 +1,41 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Long stress runs only with DQ_STRESS=1 (make stress); their short
+    # versions are ordinary tests.
+    if os.environ.get("DQ_STRESS"):
+        return
+    skip = pytest.mark.skip(reason="stress run: set DQ_STRESS=1 or use make stress")
+    for item in items:
+        if "stress" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def python() -> str:
+    """The interpreter running the tests, for child processes."""
+    return sys.executable
+
+
+@pytest.fixture
+def project_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture
+def qdir(tmp_path: Path) -> Path:
+    d = tmp_path / "queues"
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
