@@ -1,0 +1,106 @@
+"""Run the registered consumers until SIGTERM/SIGINT (or, with --burst,
+until their topics are drained)."""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from dqadmin.conf import conf
+from dqadmin.consumers import Consumer, autodiscover
+from dqadmin.queues import close_queues, get_queues
+from dqadmin.runner import DEFAULT_GRACE, Runner
+from queuecore import InvalidTopic, Task, validate_topic
+
+
+def _call_handler(consumer: Consumer, task: Task) -> Any:
+    # Like a request: drop database connections that broke or outlived
+    # CONN_MAX_AGE, before and after each handler.
+    close_old_connections()
+    try:
+        return consumer(task)
+    finally:
+        close_old_connections()
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the consumers registered in the installed apps' consumers.py. "
+        "SIGTERM or SIGINT stops taking messages and waits for the handlers "
+        "that run (up to --grace seconds); a second SIGINT stops at once."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "topics", nargs="*", help="Topics to consume (default: every registered one)."
+        )
+        parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=None,
+            help="Worker threads per topic (default: each consumer's own concurrency).",
+        )
+        parser.add_argument(
+            "--burst",
+            action="store_true",
+            help="Handle what is there (and the retries it causes), then exit.",
+        )
+        parser.add_argument(
+            "--grace",
+            type=float,
+            default=DEFAULT_GRACE,
+            help=f"Seconds running handlers get to finish after a stop signal (default {DEFAULT_GRACE:g}).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        registry = autodiscover()
+        if not len(registry):
+            raise CommandError(
+                "No consumers are registered: add @consumer handlers to an installed app's consumers.py."
+            )
+        topics: list[str] = options["topics"] or registry.topics()
+        for topic in topics:
+            try:
+                validate_topic(topic)
+            except InvalidTopic as exc:
+                raise CommandError(str(exc)) from exc
+            if topic not in registry:
+                raise CommandError(
+                    f"No consumer is registered for topic {topic!r}; registered: {', '.join(registry.topics())}."
+                )
+        concurrency = options["concurrency"]
+        if concurrency is not None and concurrency < 1:
+            raise CommandError("--concurrency must be at least 1.")
+        if options["grace"] < 0:
+            raise CommandError("--grace must be >= 0.")
+
+        runner = Runner(
+            get_queues(),
+            [registry.get(t) for t in dict.fromkeys(topics)],
+            concurrency=concurrency,
+            burst=options["burst"],
+            grace=options["grace"],
+            heartbeat_interval=conf.HEARTBEAT_INTERVAL,
+            call=_call_handler,
+        )
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            runner.stop(signal.Signals(signum).name)
+
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            report = runner.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            close_queues()
+        if options["verbosity"] >= 1:
+            self.stdout.write(
+                f"Handled {report.handled} messages: {report.completed} completed, "
+                f"{report.retried} retried, {report.failed} failed"
+                + (f", {report.given_back} given back unfinished." if report.given_back else ".")
+            )
