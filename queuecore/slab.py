@@ -1,0 +1,1544 @@
+"""The slab backend: a directory of preallocated, memory-mapped slab files.
+
+Layout of a queue directory (see docs/queuecore.md for the byte formats)::
+
+    <root>/<topic>/meta            fixed-size counters, cursors and an undo record
+    <root>/<topic>/lock            flock'ed around every change of the topic
+    <root>/<topic>/users           flock'ed shared by every process that opened the topic
+    <root>/<topic>/bell            written to wake takers waiting in other processes
+    <root>/<topic>/m000000000001.slab   the main log: ready, in-progress and done entries
+    <root>/<topic>/d000000000001.slab   the delayed log: retries waiting for their time
+    <root>/<topic>/f000000000001.slab   the failed log: failed messages with their errors
+    <root>/.owners/<owner>.lock    flock'ed by each taking process while it lives
+    <root>/.consumers/<key>.json   consumer heartbeats
+
+Every change happens under the topic's ``flock`` (never ``lockf``: closing any
+descriptor of the file would drop a POSIX lock) plus a thread lock. A message
+becomes ready only by being appended, so the take cursor only moves forward.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import mmap
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import msgpack
+
+from queuecore import _wake
+from queuecore.backend import Backend, Delivery, Lease, Record
+from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
+from queuecore.errors import (
+    CorruptSlab,
+    DiskFull,
+    InvalidOption,
+    InvalidTopic,
+    MessageNotFound,
+    QueueFull,
+    StorageError,
+)
+
+# -- on-disk format ------------------------------------------------------------
+
+META_MAGIC = b"DQMETA01"
+SLAB_MAGIC = b"DQSLAB01"
+ENTRY_MAGIC = 0x31455144  # b"DQE1" little-endian
+SKIP_MAGIC = 0x50494B53  # b"SKIP": a damaged region recovery stepped over
+ENTRY_MAGIC_BYTES = struct.pack("<I", ENTRY_MAGIC)
+
+# Entry statuses: any two differ in at least four bits, so one flipped bit
+# never turns a status into another; an unknown status reads as READY
+# (a duplicate delivery is acceptable, a loss is not).
+READY = 0x3C
+TAKEN = 0xC3
+DONE = 0xA5
+MOVED = 0x5A
+STATUS_NAMES = {READY: "ready", TAKEN: "in_progress", DONE: "completed", MOVED: "moved"}
+
+MAIN, DELAYED, FAILED = 0, 1, 2
+LOG_PREFIX = ("m", "d", "f")
+
+# Entry header, 80 bytes, then payload, then extra (msgpack of the errors),
+# padded to 8 bytes. The CRC covers every field that never changes
+# (magic, lengths, id, enqueue time, due time), the payload and the extra,
+# seeded with the slab's salt so a payload that holds an image of an entry
+# never passes for one. The mutable part (status, attempts, lease) has a CRC
+# of its own.
+HEAD = struct.Struct("<IIIIQdd")  # magic plen xlen crc id enqueued_at not_before
+IMMUTABLE = struct.Struct("<IIIQdd")  # the same without the crc, for computing it
+MUT = struct.Struct("<B3xIQQdI")  # status attempts owner token deadline mcrc
+MUT_BODY = struct.Struct("<B3xIQQd")
+HEADER_SIZE = 80
+MUT_OFF = 40
+SLAB_HEADER_SIZE = 64
+
+
+class _SlabHeader(ctypes.Structure):
+    _fields_ = [
+        ("magic", ctypes.c_char * 8),
+        ("seq", ctypes.c_uint64),
+        ("salt", ctypes.c_uint64),
+        ("created", ctypes.c_double),
+        ("live", ctypes.c_int64),  # entries not finished (ready/taken in main; live in others)
+        ("min_id", ctypes.c_uint64),
+        ("max_id", ctypes.c_uint64),
+        ("end", ctypes.c_uint64),  # set when the slab is sealed (no more appends)
+    ]
+
+
+class _LogMeta(ctypes.Structure):
+    _fields_ = [
+        ("head_seq", ctypes.c_uint64),  # first slab that may hold unfinished entries
+        ("head_off", ctypes.c_uint64),
+        ("cursor_seq", ctypes.c_uint64),  # main log: nothing before the cursor is ready
+        ("cursor_off", ctypes.c_uint64),
+        ("tail_seq", ctypes.c_uint64),  # where the next entry goes (0: no slab yet)
+        ("tail_off", ctypes.c_uint64),
+        ("synced_seq", ctypes.c_uint64),  # slabs before this one are on disk
+    ]
+
+
+class _Meta(ctypes.Structure):
+    _fields_ = [
+        ("magic", ctypes.c_char * 8),
+        ("next_id", ctypes.c_uint64),
+        ("enqueued", ctypes.c_uint64),
+        ("completed", ctypes.c_uint64),
+        ("retried", ctypes.c_uint64),
+        ("ready", ctypes.c_int64),
+        ("delayed", ctypes.c_int64),
+        ("in_progress", ctypes.c_int64),
+        ("failed", ctypes.c_int64),
+        ("dropped", ctypes.c_uint64),
+        ("op_seq", ctypes.c_uint64),
+        ("synced_op", ctypes.c_uint64),
+        ("next_due", ctypes.c_double),
+        ("last_reclaim", ctypes.c_double),
+        ("waiters", ctypes.c_int64),
+        ("slab_gen", ctypes.c_uint64),
+        ("sync_error_op", ctypes.c_uint64),
+        ("clean", ctypes.c_uint32),
+        ("needs_recount", ctypes.c_uint32),
+        ("logs", _LogMeta * 3),
+    ]
+
+
+class _Intent(ctypes.Structure):
+    # The undo record: a copy of the counters taken before a change, and the
+    # entry the change is about. A process that finds ``active`` set when it
+    # gets the lock knows the last holder died in the middle of a change.
+    _fields_ = [
+        ("active", ctypes.c_uint32),
+        ("op", ctypes.c_uint32),
+        ("log", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("seq", ctypes.c_uint64),
+        ("off", ctypes.c_uint64),
+    ]
+
+
+META_SIZE = 4096
+META_HDR = (ctypes.sizeof(_Meta) + 63) & ~63  # bytes of _Meta copied into the undo snapshot
+INTENT_OFF = 1024
+SNAPSHOT_OFF = 2048
+assert ctypes.sizeof(_Meta) <= META_HDR
+OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
+
+RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
+MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
+
+_HOST = socket.gethostname()
+
+
+def _align(n: int) -> int:
+    return (n + 7) & ~7
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _mut_bytes(status: int, attempts: int, owner: int, token: int, deadline: float) -> bytes:
+    body = MUT_BODY.pack(status, attempts, owner, token, deadline)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+# -- files ---------------------------------------------------------------------
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _disk_error(path: str, exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(path, exc.strerror or "")
+    return StorageError(path, f"{exc.strerror or exc} (errno {exc.errno})")
+
+
+class _Slab:
+    """One mapped slab file."""
+
+    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt_crc", "seq", "log")
+
+    def __init__(self, path: str, log: int, seq: int) -> None:
+        self.path = path
+        self.log = log
+        self.seq = seq
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            size = os.fstat(self.fd).st_size
+            if size < SLAB_HEADER_SIZE:
+                raise CorruptSlab(path, 0, f"file of {size} bytes is shorter than a slab header")
+            self.size = size
+            self.mm = mmap.mmap(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        self.mv = memoryview(self.mm)
+        self.hdr = _SlabHeader.from_buffer(self.mm)
+        if self.hdr.magic != SLAB_MAGIC:
+            self.close()
+            raise CorruptSlab(path, 0, "bad slab magic")
+        self.salt_crc = zlib.crc32(struct.pack("<Q", self.hdr.salt))
+
+    @classmethod
+    def create(cls, directory: str, log: int, seq: int, size: int, durable: bool) -> _Slab:
+        name = f"{LOG_PREFIX[log]}{seq:012d}.slab"
+        path = os.path.join(directory, name)
+        tmp = path + ".tmp"
+        try:
+            # Built under a temporary name and renamed, so a crash never
+            # leaves a half-made slab under a real name.
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                # Reserve every block now: a sparse file written through
+                # mmap on a full disk kills the process with SIGBUS.
+                os.posix_fallocate(fd, 0, size)
+                header = _SlabHeader(SLAB_MAGIC, seq, secrets.randbits(64), _now(), 0, 0, 0, 0)
+                os.pwrite(fd, bytes(header), 0)
+                if durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            if durable:
+                _fsync_dir(directory)  # the rename is durable only once the folder is
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _disk_error(path, exc) from exc
+        return cls(path, log, seq)
+
+    def end(self, tail: tuple[int, int] | None) -> int:
+        """Where this slab's entries stop."""
+        if tail is not None and tail[0] == self.seq:
+            return min(tail[1], self.size)
+        if self.hdr.end:
+            return min(int(self.hdr.end), self.size)
+        return self.size
+
+    def close(self) -> None:
+        hdr = getattr(self, "hdr", None)
+        if hdr is not None:
+            del self.hdr
+        if getattr(self, "mv", None) is not None:
+            self.mv.release()
+        try:
+            self.mm.close()
+        except (BufferError, AttributeError):
+            pass
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
+class _Entry:
+    """An entry's header as read at one moment."""
+
+    __slots__ = (
+        "slab", "off", "size", "plen", "xlen", "id", "enqueued_at", "not_before",
+        "status", "attempts", "owner", "token", "deadline", "mut_ok",
+    )
+
+    def __init__(self, slab: _Slab, off: int) -> None:
+        magic, plen, xlen, _crc, mid, enq, nb = HEAD.unpack_from(slab.mm, off)
+        status, attempts, owner, token, deadline, mcrc = MUT.unpack_from(slab.mm, off + MUT_OFF)
+        self.slab, self.off = slab, off
+        self.plen, self.xlen = plen, xlen
+        self.size = _align(HEADER_SIZE + plen + xlen)
+        self.id, self.enqueued_at, self.not_before = mid, enq, nb
+        self.mut_ok = zlib.crc32(slab.mv[off + MUT_OFF : off + MUT_OFF + 32]) == mcrc
+        if not self.mut_ok or status not in STATUS_NAMES:
+            status = READY  # unknown reads as ready: a duplicate, never a loss
+        self.status, self.attempts, self.owner, self.token, self.deadline = (
+            status, attempts, owner, token, deadline,
+        )
+
+    def payload(self) -> bytes:
+        start = self.off + HEADER_SIZE
+        return bytes(self.slab.mv[start : start + self.plen])
+
+    def errors(self) -> tuple[dict[str, Any], ...]:
+        if not self.xlen:
+            return ()
+        start = self.off + HEADER_SIZE + self.plen
+        try:
+            value = msgpack.unpackb(self.slab.mv[start : start + self.xlen], raw=False)
+        except Exception:
+            return ()
+        return tuple(value) if isinstance(value, list) else ()
+
+    def set(self, status: int, attempts: int | None = None, owner: int = 0, token: int = 0,
+            deadline: float = 0.0) -> None:
+        self.slab.mm[self.off + MUT_OFF : self.off + MUT_OFF + 36] = _mut_bytes(
+            status, self.attempts if attempts is None else attempts, owner, token, deadline
+        )
+        self.status = status
+
+
+def _check_entry(slab: _Slab, off: int, end: int) -> _Entry | None:
+    """The entry at ``off`` if its header and CRC are sound, else None."""
+    if off + HEADER_SIZE > end:
+        return None
+    magic, plen, xlen, crc, mid, enq, nb = HEAD.unpack_from(slab.mm, off)
+    if magic != ENTRY_MAGIC or off + HEADER_SIZE + plen + xlen > end:
+        return None
+    c = zlib.crc32(IMMUTABLE.pack(magic, plen, xlen, mid, enq, nb), slab.salt_crc)
+    body = off + HEADER_SIZE
+    if zlib.crc32(slab.mv[body : body + plen + xlen], c) != crc:
+        return None
+    return _Entry(slab, off)
+
+
+def _skip_len(slab: _Slab, off: int, end: int) -> int | None:
+    """Length of a skip record at ``off`` (a region recovery stepped over)."""
+    if off + 16 > end:
+        return None
+    magic, length, check = struct.unpack_from("<IQI", slab.mm, off)
+    if magic == SKIP_MAGIC and check == (zlib.crc32(struct.pack("<Q", length), slab.salt_crc)) and (
+        off + length <= end and length >= 16
+    ):
+        return int(length)
+    return None
+
+
+def _resync(slab: _Slab, off: int, end: int) -> int:
+    """Offset of the next sound entry after a damaged one at ``off`` (or ``end``)."""
+    pos = off + 8
+    while pos < end:
+        found = slab.mm.find(ENTRY_MAGIC_BYTES, pos, end)
+        if found < 0:
+            return end
+        if found % 8 == 0 and _check_entry(slab, found, end) is not None:
+            return found
+        pos = found + 1
+    return end
+
+
+def _write_skip(slab: _Slab, off: int, upto: int) -> None:
+    length = upto - off
+    if length >= 16:
+        slab.mm[off : off + 16] = struct.pack(
+            "<IQI", SKIP_MAGIC, length, zlib.crc32(struct.pack("<Q", length), slab.salt_crc)
+        )
+
+
+# -- one topic in one process ----------------------------------------------------
+
+
+class _Topic:
+    def __init__(self, backend: SlabBackend, name: str, path: str) -> None:
+        self.backend = backend
+        self.name = name
+        self.path = path
+        self.tlock = threading.RLock()
+        self.sync_tlock = threading.Lock()
+        self.slabs: dict[tuple[int, int], _Slab] = {}
+        self.slab_gen = -1
+        self.known: list[list[int]] = [[], [], []]  # existing slab seqs per log
+        self.ops_since_sync = 0
+        self.last_sync = time.monotonic()
+        os.makedirs(path, exist_ok=True)
+        self.lock_fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.sync_fd = os.open(os.path.join(path, "sync"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.bell_path = os.path.join(path, "bell")
+        self.bell_fd = os.open(self.bell_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.users_fd = os.open(os.path.join(path, "users"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        meta_path = os.path.join(path, "meta")
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            fd = os.open(meta_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                if os.fstat(fd).st_size < META_SIZE:
+                    try:
+                        os.posix_fallocate(fd, 0, META_SIZE)
+                    except OSError as exc:
+                        raise _disk_error(meta_path, exc) from exc
+                self.meta_mm = mmap.mmap(fd, META_SIZE)
+            finally:
+                os.close(fd)
+            self.meta = _Meta.from_buffer(self.meta_mm)
+            self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
+            if self.meta.magic != META_MAGIC:
+                if self._list_slabs_any():
+                    # Counters lost but slabs are there: rebuild from the slabs.
+                    self.meta.needs_recount = 1
+                self.meta.magic = META_MAGIC
+                if self.meta.next_id == 0:
+                    self.meta.next_id = 1
+                _fsync_dir(path)
+            # The first process to open the topic since everyone closed it
+            # checks that the last one closed cleanly; if not (a crash, a
+            # power loss), it rebuilds the counters from the slabs.
+            alone = True
+            try:
+                fcntl.flock(self.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alone = False
+            if self.intent.active:
+                self._recover_crash()
+            elif alone and (not self.meta.clean or self.meta.needs_recount):
+                self._recount()
+            elif self.meta.needs_recount:
+                self._recount()
+            if alone:
+                self.meta.waiters = 0
+            self.meta.clean = 0
+            fcntl.flock(self.users_fd, fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    # -- locking and the undo record ------------------------------------------
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.tlock:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+            try:
+                if self.intent.active:
+                    self._recover_crash()
+                elif self.meta.needs_recount:
+                    self._recount()
+                yield
+            finally:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0) -> Iterator[None]:
+        """One change of the topic (called with the lock held). The counters
+        are copied first; a process killed in the middle leaves the copy and
+        the record of what it was doing for the next lock holder."""
+        self.meta_mm[SNAPSHOT_OFF : SNAPSHOT_OFF + META_HDR] = self.meta_mm[0:META_HDR]
+        i = self.intent
+        i.op, i.log, i.seq, i.off = op, log, seq, off
+        i.active = 1
+        yield
+        self.meta.op_seq += 1
+        i.active = 0
+
+    def _recover_crash(self) -> None:
+        """The last lock holder died mid-change: put back the counters it
+        started from, count its change if the entry shows it was made, adopt
+        whole entries it appended, and rebuild every gauge from the slabs."""
+        i = self.intent
+        op, log, seq, off = i.op, i.log, i.seq, i.off
+        self.meta_mm[0:META_HDR] = self.meta_mm[SNAPSHOT_OFF : SNAPSHOT_OFF + META_HDR]
+        if op in (OP_COMPLETE, OP_RETRY, OP_RECLAIM):
+            slab = self.slab(log, seq)
+            if slab is not None and off + HEADER_SIZE <= slab.size:
+                status = _Entry(slab, off).status
+                if op == OP_COMPLETE and status == DONE:
+                    self.meta.completed += 1
+                elif op in (OP_RETRY, OP_RECLAIM) and status == MOVED:
+                    self.meta.retried += 1
+        self._recount()
+        self.meta.op_seq += 1
+        i.active = 0
+
+    # -- slabs -------------------------------------------------------------------
+    def _list_slabs_any(self) -> bool:
+        return any(n.endswith(".slab") for n in os.listdir(self.path))
+
+    def refresh(self) -> None:
+        if self.slab_gen == self.meta.slab_gen:
+            return
+        known: list[list[int]] = [[], [], []]
+        for name in os.listdir(self.path):
+            if name.endswith(".slab") and name[0] in "mdf" and name[1:-5].isdigit():
+                known["mdf".index(name[0])].append(int(name[1:-5]))
+        for seqs in known:
+            seqs.sort()
+        self.known = known
+        self.slab_gen = self.meta.slab_gen
+        for key in [k for k in self.slabs if k[1] not in known[k[0]]]:
+            self.slabs.pop(key).close()
+
+    def slab(self, log: int, seq: int) -> _Slab | None:
+        s = self.slabs.get((log, seq))
+        if s is not None:
+            return s
+        path = os.path.join(self.path, f"{LOG_PREFIX[log]}{seq:012d}.slab")
+        try:
+            s = _Slab(path, log, seq)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _disk_error(path, exc) from exc
+        self.slabs[(log, seq)] = s
+        return s
+
+    def seqs(self, log: int) -> list[int]:
+        self.refresh()
+        return self.known[log]
+
+    def tail(self, log: int) -> tuple[int, int]:
+        lm = self.meta.logs[log]
+        return int(lm.tail_seq), int(lm.tail_off)
+
+    def entries(self, log: int, start: tuple[int, int] | None = None,
+                on_damage: Any = None) -> Iterator[_Entry]:
+        """Every sound entry of a log from ``start`` on, in log order. Damage
+        is stepped over (never ends the scan early) and reported to
+        ``on_damage(slab, offset, next_offset)``."""
+        tail = self.tail(log)
+        for seq in list(self.seqs(log)):
+            if start is not None and seq < start[0]:
+                continue
+            slab = self.slab(log, seq)
+            if slab is None:
+                continue
+            off = start[1] if start is not None and seq == start[0] else SLAB_HEADER_SIZE
+            off = max(off, SLAB_HEADER_SIZE)
+            end = slab.end(tail)
+            while off + HEADER_SIZE <= end:
+                e = _check_entry(slab, off, end)
+                if e is not None:
+                    yield e
+                    off += e.size
+                    continue
+                skip = _skip_len(slab, off, end)
+                if skip is not None:
+                    off += skip
+                    continue
+                if seq != tail[0] and not slab.hdr.end and not any(slab.mm[off : off + HEADER_SIZE]):
+                    break  # the unused end of a slab sealed before 'end' was kept
+                nxt = _resync(slab, off, end)
+                if on_damage is not None:
+                    on_damage(slab, off, nxt)
+                off = nxt
+
+    def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
+               not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
+        """Write one entry at the log's tail (lock held); returns (seq, offset)."""
+        size = _align(HEADER_SIZE + len(payload) + len(extra))
+        lm = self.meta.logs[log]
+        slab = self.slab(log, int(lm.tail_seq)) if lm.tail_seq else None
+        if slab is None or lm.tail_off + size > slab.size:
+            slab = self._new_slab(log, size)
+        off = int(lm.tail_off)
+        crc = zlib.crc32(
+            extra,
+            zlib.crc32(payload, zlib.crc32(
+                IMMUTABLE.pack(ENTRY_MAGIC, len(payload), len(extra), mid, enqueued_at, not_before),
+                slab.salt_crc,
+            )),
+        )
+        body = off + HEADER_SIZE
+        mm = slab.mm
+        mm[body : body + len(payload)] = payload
+        if extra:
+            mm[body + len(payload) : body + len(payload) + len(extra)] = extra
+        mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(status, attempts, 0, 0, 0.0)
+        HEAD.pack_into(mm, off, ENTRY_MAGIC, len(payload), len(extra), crc, mid, enqueued_at, not_before)
+        hdr = slab.hdr
+        hdr.live += 1
+        if not hdr.min_id or mid < hdr.min_id:
+            hdr.min_id = mid
+        if mid > hdr.max_id:
+            hdr.max_id = mid
+        lm.tail_off = off + size
+        return slab.seq, off
+
+    def _new_slab(self, log: int, size: int) -> _Slab:
+        lm = self.meta.logs[log]
+        old = self.slab(log, int(lm.tail_seq)) if lm.tail_seq else None
+        seq = int(lm.tail_seq) + 1 if lm.tail_seq else max(self.seqs(log) or [0]) + 1
+        b = self.backend
+        slab = _Slab.create(self.path, log, seq, max(b.slab_size, SLAB_HEADER_SIZE + size), b.durable)
+        self.slabs[(log, seq)] = slab
+        if old is not None:
+            old.hdr.end = lm.tail_off  # sealed: scanners stop here
+        lm.tail_seq, lm.tail_off = seq, SLAB_HEADER_SIZE
+        if not lm.head_seq:
+            lm.head_seq, lm.head_off = seq, SLAB_HEADER_SIZE
+        if not lm.cursor_seq:
+            lm.cursor_seq, lm.cursor_off = seq, SLAB_HEADER_SIZE
+        self.meta.slab_gen += 1
+        if old is not None and old.hdr.live <= 0:
+            self._drop_slab(old)
+        return slab
+
+    def finished(self, e: _Entry) -> None:
+        """An entry stopped being live: its slab may be empty now."""
+        hdr = e.slab.hdr
+        hdr.live = max(0, hdr.live - 1)
+        if hdr.live == 0 and e.slab.seq != self.meta.logs[e.slab.log].tail_seq:
+            self._drop_slab(e.slab)
+
+    def _drop_slab(self, slab: _Slab) -> None:
+        # Every entry is finished: the file goes. Processes that still map it
+        # keep a valid mapping and see only finished entries there.
+        lm = self.meta.logs[slab.log]
+        try:
+            os.unlink(slab.path)
+        except FileNotFoundError:
+            pass
+        self.slabs.pop((slab.log, slab.seq), None)
+        slab.close()
+        self.meta.slab_gen += 1
+        remaining = [s for s in self.seqs(slab.log) if s != slab.seq]
+        if lm.head_seq == slab.seq or lm.head_seq not in remaining:
+            nxt = [s for s in remaining if s > slab.seq]
+            if nxt:
+                lm.head_seq, lm.head_off = nxt[0], SLAB_HEADER_SIZE
+        if lm.cursor_seq == slab.seq:
+            nxt = [s for s in remaining if s > slab.seq]
+            if nxt:
+                lm.cursor_seq, lm.cursor_off = nxt[0], SLAB_HEADER_SIZE
+
+    # -- rebuilding -----------------------------------------------------------
+    def _recount(self) -> None:
+        """Rebuild every gauge and cursor from the slabs (lock held): after a
+        crash, a power loss, or damage found at run time."""
+        m = self.meta
+        self.slab_gen = -1
+        self.refresh()
+        dropped = 0
+
+        def damaged(slab: _Slab, off: int, nxt: int) -> None:
+            nonlocal dropped
+            dropped += 1
+            _write_skip(slab, off, nxt)
+
+        self._adopt_beyond_tails()
+        counts = [0, 0, 0]
+        taken = 0
+        next_due = 0.0
+        max_id = 0
+        for log in (MAIN, DELAYED, FAILED):
+            lm = m.logs[log]
+            first_live: tuple[int, int] | None = None
+            first_ready: tuple[int, int] | None = None
+            live: dict[int, int] = {}
+            for e in self.entries(log, None, damaged):
+                max_id = max(max_id, e.id)
+                if e.status in (READY, TAKEN):
+                    live[e.slab.seq] = live.get(e.slab.seq, 0) + 1
+                    if first_live is None:
+                        first_live = (e.slab.seq, e.off)
+                    if e.status == READY:
+                        counts[log] += 1
+                        if first_ready is None:
+                            first_ready = (e.slab.seq, e.off)
+                        if log == DELAYED:
+                            next_due = e.not_before if not next_due else min(next_due, e.not_before)
+                    elif log == MAIN:
+                        taken += 1
+                    else:  # only the main log leases
+                        e.set(READY)
+                        counts[log] += 1
+            for seq in self.seqs(log):
+                slab = self.slab(log, seq)
+                if slab is not None:
+                    slab.hdr.live = live.get(seq, 0)
+            tail = (int(lm.tail_seq), int(lm.tail_off))
+            lm.head_seq, lm.head_off = first_live or tail
+            lm.cursor_seq, lm.cursor_off = first_ready or tail
+        m.ready, m.delayed, m.failed, m.in_progress = counts[MAIN], counts[DELAYED], counts[FAILED], taken
+        m.next_due = next_due
+        m.next_id = max(int(m.next_id), max_id + 1)
+        m.enqueued = max(int(m.enqueued), 0)
+        m.dropped += dropped
+        m.needs_recount = 0
+        self.slab_gen = -1
+
+    def _adopt_beyond_tails(self) -> None:
+        """Sound entries past a log's recorded tail were written by a process
+        that died before recording them (or before a power loss): keep them."""
+        for log in (MAIN, DELAYED, FAILED):
+            lm = self.meta.logs[log]
+            seqs = self.seqs(log)
+            if not seqs:
+                lm.tail_seq = lm.tail_off = 0
+                continue
+            if lm.tail_seq not in seqs:
+                lm.tail_seq, lm.tail_off = seqs[-1], SLAB_HEADER_SIZE
+            for seq in [s for s in seqs if s >= lm.tail_seq]:
+                slab = self.slab(log, seq)
+                if slab is None:
+                    continue
+                off = int(lm.tail_off) if seq == lm.tail_seq else SLAB_HEADER_SIZE
+                if seq != lm.tail_seq:
+                    cur = self.slab(log, int(lm.tail_seq))
+                    if _check_entry(slab, off, slab.size) is None:
+                        break
+                    if cur is not None:
+                        cur.hdr.end = lm.tail_off
+                    lm.tail_seq = seq
+                while True:
+                    e = _check_entry(slab, off, slab.size)
+                    if e is None:
+                        break
+                    off += e.size
+                lm.tail_off = off
+            if not lm.head_seq or lm.head_seq not in seqs:
+                lm.head_seq, lm.head_off = seqs[0], SLAB_HEADER_SIZE
+            if not lm.cursor_seq or lm.cursor_seq not in seqs:
+                lm.cursor_seq, lm.cursor_off = seqs[0], SLAB_HEADER_SIZE
+
+    def close(self) -> None:
+        for s in self.slabs.values():
+            s.close()
+        self.slabs.clear()
+        try:
+            # The last process out marks the topic clean, so the next first
+            # opener can skip the rebuild.
+            fcntl.flock(self.users_fd, fcntl.LOCK_UN)
+            with self.tlock:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+                try:
+                    try:
+                        fcntl.flock(self.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        last = True
+                    except BlockingIOError:
+                        last = False
+                    if last and not self.intent.active:
+                        self.meta.waiters = 0
+                        self.meta.clean = 1
+                        self.meta_mm.flush()
+                finally:
+                    fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+        finally:
+            del self.meta
+            del self.intent
+            self.meta_mm.close()
+            for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
+                os.close(fd)
+
+
+# -- the backend -------------------------------------------------------------------
+
+_instances: weakref.WeakSet[SlabBackend] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for backend in list(_instances):
+        backend._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class SlabBackend(Backend):
+    """Slab files in a directory; safe for many processes and threads."""
+
+    name = "slab"
+
+    def __init__(self, directory: str, **options: Any) -> None:
+        opts = {**DEFAULTS, **options}
+        self.root = os.path.abspath(os.fspath(directory))
+        self.slab_size = int(opts["slab_size"])
+        if self.slab_size < 4096:
+            raise InvalidOption("slab_size", "must be at least 4096 bytes")
+        self.fsync_put = bool(opts["fsync_put"])
+        self.fsync_take = bool(opts["fsync_take"])
+        self.fsync_interval = opts["fsync_interval"]
+        self.fsync_threshold = opts["fsync_threshold"]
+        self.max_queue_size = opts["max_queue_size"]
+        if self.max_queue_size is not None and int(self.max_queue_size) < 1:
+            raise InvalidOption("max_queue_size", "must be at least 1 (or None)")
+        self.visibility_timeout = float(opts["visibility_timeout"])
+        if self.visibility_timeout <= 0:
+            raise InvalidOption("visibility_timeout", "must be > 0")
+        self.durable = self.fsync_put or self.fsync_take
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            os.makedirs(os.path.join(self.root, ".owners"), exist_ok=True)
+            os.makedirs(os.path.join(self.root, ".consumers"), exist_ok=True)
+        except OSError as exc:
+            raise _disk_error(self.root, exc) from exc
+        self._lock = threading.Lock()
+        self._topics: dict[str, _Topic] = {}
+        self._owner_id = 0
+        self._owner_fd = -1
+        self._pid = os.getpid()
+        self._dead_owners: dict[int, bool] = {}
+        _instances.add(self)
+
+    # -- process identity ---------------------------------------------------------
+    def _forked(self) -> None:
+        # A child must not use its parent's locks, maps or owner identity:
+        # flock is shared through inherited descriptors, so keeping them
+        # would let parent and child both "hold" a topic's lock, and keep a
+        # dead parent looking alive. Drop (don't unlock) and start afresh.
+        for t in self._topics.values():
+            for fd in (t.lock_fd, t.sync_fd, t.bell_fd, t.users_fd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._topics = {}
+        if self._owner_fd >= 0:
+            try:
+                os.close(self._owner_fd)
+            except OSError:
+                pass
+        self._owner_fd, self._owner_id = -1, 0
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _owner(self) -> int:
+        if self._owner_id:
+            return self._owner_id
+        owner = secrets.randbits(63) | 1
+        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Held for the life of the process: the kernel drops it on any death,
+        # kill -9 included, which is how other processes know the owner died.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+        self._owner_fd, self._owner_id = fd, owner
+        return owner
+
+    def _owner_alive(self, owner: int) -> bool:
+        if owner == self._owner_id:
+            return True
+        known = self._dead_owners.get(owner)
+        if known is not None:
+            return known
+        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            alive = False
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive = True
+            else:
+                alive = False
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            finally:
+                os.close(fd)
+        self._dead_owners[owner] = alive
+        return alive
+
+    def _owner_name(self, owner: int) -> str:
+        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        try:
+            with open(path, "rb") as fh:
+                info = json.loads(fh.read(512).split(b"\x00")[0] or b"{}")
+            return f"pid {info.get('pid')} on {info.get('host')}"
+        except (OSError, ValueError):
+            return f"{owner:016x}"
+
+    def _topic(self, name: str, create: bool = True) -> _Topic | None:
+        if self._pid != os.getpid():
+            self._forked()
+        t = self._topics.get(name)
+        if t is not None:
+            return t
+        path = os.path.join(self.root, name)
+        # The name was validated by Queues; refuse anything that would leave
+        # the directory anyway.
+        if os.path.dirname(os.path.abspath(path)) != self.root or name.startswith("."):
+            raise InvalidTopic(name, "resolves outside the queue directory")
+        if not create and not os.path.exists(os.path.join(path, "meta")):
+            return None
+        with self._lock:
+            t = self._topics.get(name)
+            if t is None:
+                try:
+                    t = self._topics[name] = _Topic(self, name, path)
+                except OSError as exc:
+                    if isinstance(exc, (DiskFull, StorageError)):
+                        raise
+                    raise _disk_error(path, exc) from exc
+            return t
+
+    def _get(self, name: str) -> _Topic:
+        t = self._topic(name)
+        assert t is not None
+        return t
+
+    # -- durability ---------------------------------------------------------------
+    def _sync_topic(self, t: _Topic, target_op: int | None = None, meta: bool = False) -> None:
+        """Group commit: one fsync covers every change made before it, by any
+        process. A caller whose change is already covered returns at once."""
+        m = t.meta
+        if target_op is not None and m.synced_op >= target_op:
+            return
+        with t.sync_tlock:
+            fcntl.flock(t.sync_fd, fcntl.LOCK_EX)
+            try:
+                if target_op is not None:
+                    if m.synced_op >= target_op:
+                        return
+                    if m.sync_error_op >= target_op:
+                        raise StorageError(t.path, "an earlier fsync failed for this write")
+                upto = int(m.op_seq)
+                try:
+                    for log in (MAIN, DELAYED, FAILED):
+                        lm = m.logs[log]
+                        for seq in t.seqs(log):
+                            if seq < lm.synced_seq:
+                                continue
+                            slab = t.slab(log, seq)
+                            if slab is not None:
+                                os.fdatasync(slab.fd)
+                        lm.synced_seq = lm.tail_seq
+                    if meta:
+                        # Counters are rebuilt from the slabs after an unclean
+                        # stop, so a put or take never waits for this one.
+                        t.meta_mm.flush()
+                except OSError as exc:
+                    # Never retried into a false success: after a failed
+                    # fsync the kernel may drop the dirty pages and report
+                    # the next fsync as fine.
+                    m.sync_error_op = max(int(m.sync_error_op), upto)
+                    raise _disk_error(t.path, exc) from exc
+                m.synced_op = max(int(m.synced_op), upto)
+                t.ops_since_sync = 0
+                t.last_sync = time.monotonic()
+            finally:
+                fcntl.flock(t.sync_fd, fcntl.LOCK_UN)
+
+    def _after_write(self, t: _Topic, op: int, durable: bool) -> None:
+        if durable:
+            self._sync_topic(t, op)
+            return
+        t.ops_since_sync += 1
+        if (self.fsync_threshold and t.ops_since_sync >= self.fsync_threshold) or (
+            self.fsync_interval is not None and time.monotonic() - t.last_sync >= self.fsync_interval
+        ):
+            self._sync_topic(t)
+
+    # -- the contract ----------------------------------------------------------
+    def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
+        t = self._get(topic)
+        n = len(payloads)
+        limit = self.max_queue_size
+        if limit is not None and n > limit:
+            raise QueueFull(topic, int(limit))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch: _wake.Watch | None = None
+        registered = False
+        try:
+            while True:
+                with t.locked():
+                    m = t.meta
+                    if limit is not None and m.ready + m.delayed + m.in_progress + n > limit:
+                        self._promote(t)
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            raise QueueFull(topic, int(limit))
+                        if watch is None:
+                            watch = _wake.Watch(t.bell_path)
+                            continue  # look again now that the watch is set
+                        if not registered:
+                            m.waiters += 1
+                            registered = True
+                    else:
+                        ids = self._append_ready(t, payloads)
+                        op = int(m.op_seq)
+                        waiters = m.waiters
+                        break
+                watch.wait(MAX_WAIT_SLICE if left is None else min(left, MAX_WAIT_SLICE))
+        finally:
+            if registered:
+                with t.locked():
+                    t.meta.waiters = max(0, t.meta.waiters - 1)
+            if watch is not None:
+                watch.close()
+        if waiters > 0:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, op, self.fsync_put)
+        return ids
+
+    def _append_ready(self, t: _Topic, payloads: list[bytes]) -> list[int]:
+        m = t.meta
+        now = _now()
+        first = int(m.next_id)
+        with t.change(OP_PUT):
+            for i, payload in enumerate(payloads):
+                t.append(MAIN, first + i, payload, b"", now)
+            m.next_id = first + len(payloads)
+            m.enqueued += len(payloads)
+            m.ready += len(payloads)
+        return list(range(first, first + len(payloads)))
+
+    def take(self, topic: str, limit: int, timeout: float | None) -> list[Delivery]:
+        t = self._get(topic)
+        owner = self._owner()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        watch: _wake.Watch | None = None
+        registered = False
+        try:
+            while True:
+                with t.locked():
+                    self._housekeep(t)
+                    m = t.meta
+                    if m.ready > 0:
+                        out = self._claim(t, limit, owner)
+                        if out:
+                            op = int(m.op_seq)
+                            break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return []
+                    if watch is None:
+                        watch = _wake.Watch(t.bell_path)
+                        continue  # look again now that the watch is set
+                    if not registered:
+                        m.waiters += 1
+                        registered = True
+                    wait = MAX_WAIT_SLICE if left is None else min(left, MAX_WAIT_SLICE)
+                    if m.in_progress > 0:
+                        wait = min(wait, RECLAIM_INTERVAL)
+                    if m.next_due:
+                        wait = min(wait, max(0.0, m.next_due - _now()) + 0.001)
+                watch.wait(wait)
+        finally:
+            if registered:
+                with t.locked():
+                    t.meta.waiters = max(0, t.meta.waiters - 1)
+            if watch is not None:
+                watch.close()
+        if self.fsync_take:
+            self._sync_topic(t, op)
+        return out
+
+    def _claim(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
+        m = t.meta
+        lm = m.logs[MAIN]
+        out: list[Delivery] = []
+        lease_until = _now() + self.visibility_timeout
+        damaged = False
+
+        def on_damage(slab: _Slab, off: int, nxt: int) -> None:
+            nonlocal damaged
+            damaged = True
+
+        start = (int(lm.cursor_seq), int(lm.cursor_off))
+        pos = start
+        for e in t.entries(MAIN, start, on_damage):
+            if damaged:
+                break
+            if e.status != READY:
+                pos = (e.slab.seq, e.off + e.size)
+                continue
+            if len(out) >= limit:
+                pos = (e.slab.seq, e.off)
+                break
+            token = secrets.randbits(63) | 1
+            attempts = e.attempts + 1
+            with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
+                e.set(TAKEN, attempts, owner, token, lease_until)
+                m.ready -= 1
+                m.in_progress += 1
+                lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
+            out.append(Delivery(e.id, e.payload(), attempts, e.enqueued_at,
+                                (e.slab.seq, e.off, token), e.errors()))
+            pos = (e.slab.seq, e.off + e.size)
+        else:
+            pos = self.tail_pos(t) if not damaged else pos
+        if damaged:
+            # Damage between the cursor and the tail: rebuild everything,
+            # stepping over the damaged entries (counted in 'dropped').
+            t._recount()
+            return out
+        if pos > (int(lm.cursor_seq), int(lm.cursor_off)):
+            lm.cursor_seq, lm.cursor_off = pos
+        if not out and m.ready > 0:
+            t._recount()  # the counter said ready but none was found
+        return out
+
+    @staticmethod
+    def tail_pos(t: _Topic) -> tuple[int, int]:
+        return t.tail(MAIN)
+
+    def _housekeep(self, t: _Topic) -> None:
+        m = t.meta
+        now = _now()
+        if m.next_due and m.next_due <= now:
+            self._promote(t)
+        if m.in_progress > 0 and now - m.last_reclaim >= RECLAIM_INTERVAL:
+            self._reclaim(t)
+
+    def _promote(self, t: _Topic) -> None:
+        """Delayed retries whose time has come go to the main log."""
+        m = t.meta
+        now = _now()
+        if not m.next_due or m.next_due > now:
+            return
+        next_due = 0.0
+        for e in list(t.entries(DELAYED)):
+            if e.status != READY:
+                continue
+            if e.not_before <= now:
+                self._move(t, e, MAIN, OP_MOVE)
+            else:
+                next_due = e.not_before if not next_due else min(next_due, e.not_before)
+        m.next_due = next_due
+
+    def _reclaim(self, t: _Topic) -> None:
+        """Leases whose owner died (its flock is gone) or whose deadline
+        passed go back to the queue."""
+        m = t.meta
+        lm = m.logs[MAIN]
+        now = _now()
+        m.last_reclaim = now
+        self._dead_owners = {}
+        seen = 0
+        total = int(m.in_progress)
+        first_live: tuple[int, int] | None = None
+        cursor = (int(lm.cursor_seq), int(lm.cursor_off))
+        for e in t.entries(MAIN, (int(lm.head_seq), int(lm.head_off))):
+            if (e.slab.seq, e.off) >= cursor or seen >= total:
+                if first_live is None:
+                    first_live = (e.slab.seq, e.off)
+                break
+            if e.status == TAKEN:
+                seen += 1
+                if e.deadline <= now or not self._owner_alive(e.owner):
+                    self._move(t, e, MAIN, OP_RECLAIM)
+                    continue
+            if e.status in (READY, TAKEN) and first_live is None:
+                first_live = (e.slab.seq, e.off)
+        if first_live is not None:
+            lm.head_seq, lm.head_off = first_live
+
+    def _move(self, t: _Topic, e: _Entry, to_log: int, op: int, error: dict[str, Any] | None = None,
+              not_before: float = 0.0, final_status: int = MOVED) -> None:
+        """Append a copy of ``e`` to ``to_log`` (same id, attempts, errors),
+        then mark ``e`` finished, and fix the counters (lock held). The copy
+        is written first: a crash in between leaves a duplicate, never a loss."""
+        m = t.meta
+        errors = list(e.errors())
+        if error is not None:
+            errors = (errors + [error])[-MAX_ERRORS_KEPT:]
+        extra = msgpack.packb(errors, use_bin_type=True) if errors else b""
+        from_log = e.slab.log
+        with t.change(op, from_log, e.slab.seq, e.off):
+            t.append(to_log, e.id, e.payload(), extra, e.enqueued_at, not_before, e.attempts)
+            old_status = e.status
+            e.set(final_status)
+            t.finished(e)
+            if from_log == MAIN:
+                if old_status == TAKEN:
+                    m.in_progress = max(0, m.in_progress - 1)
+                else:
+                    m.ready = max(0, m.ready - 1)
+            elif from_log == DELAYED:
+                m.delayed = max(0, m.delayed - 1)
+            else:
+                m.failed = max(0, m.failed - 1)
+            if to_log == MAIN:
+                m.ready += 1
+            elif to_log == DELAYED:
+                m.delayed += 1
+                m.next_due = not_before if not m.next_due else min(m.next_due, not_before)
+            else:
+                m.failed += 1
+            if op in (OP_RETRY, OP_RECLAIM):
+                m.retried += 1
+
+    def settle(self, topic: str, token: Any, outcome: str, delay: float = 0.0,
+               error: dict[str, Any] | None = None) -> bool:
+        if outcome not in ("complete", "retry", "fail"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        t = self._get(topic)
+        seq, off, tok = token
+        with t.locked():
+            slab = t.slab(MAIN, seq)
+            if slab is None or off + HEADER_SIZE > slab.size:
+                return False
+            e = _Entry(slab, off)
+            if e.status != TAKEN or e.token != tok or e.owner != self._owner_id:
+                return False
+            m = t.meta
+            if e.deadline <= _now():
+                # The lease ran out: the message belongs to the next taker.
+                self._move(t, e, MAIN, OP_RECLAIM)
+                waiters = m.waiters
+                ok = False
+            else:
+                ok = True
+                if outcome == "complete":
+                    with t.change(OP_COMPLETE, MAIN, seq, off):
+                        e.set(DONE)
+                        t.finished(e)
+                        m.in_progress = max(0, m.in_progress - 1)
+                        m.completed += 1
+                elif outcome == "retry":
+                    if delay > 0:
+                        self._move(t, e, DELAYED, OP_RETRY, error, _now() + delay)
+                    else:
+                        self._move(t, e, MAIN, OP_RETRY, error)
+                else:
+                    self._move(t, e, FAILED, OP_FAIL, error)
+                waiters = m.waiters
+            op = int(m.op_seq)
+        if waiters > 0:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, op, self.fsync_take)
+        return ok
+
+    def topics(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return [n for n in names if not n.startswith(".") and os.path.exists(os.path.join(self.root, n, "meta"))]
+
+    def stats(self, topic: str) -> dict[str, int]:
+        t = self._get(topic)
+        with t.locked():
+            self._promote(t)
+            m = t.meta
+            seqs = t.seqs(MAIN)
+            active = 0
+            for seq in seqs:
+                slab = t.slab(MAIN, seq)
+                if slab is not None and slab.hdr.live > 0:
+                    active += 1
+            return {
+                "enqueued": int(m.enqueued),
+                "ready": max(0, int(m.ready)),
+                "delayed": max(0, int(m.delayed)),
+                "in_progress": max(0, int(m.in_progress)),
+                "completed": int(m.completed),
+                "retried": int(m.retried),
+                "failed": max(0, int(m.failed)),
+                "num_slabs": len(seqs),
+                "num_active_slabs": active,
+            }
+
+    def info(self, topic: str) -> dict[str, Any]:
+        t = self._get(topic)
+        size = 0
+        for name in os.listdir(t.path):
+            try:
+                size += os.stat(os.path.join(t.path, name)).st_blocks * 512
+            except OSError:
+                pass
+        oldest = None
+        with t.locked():
+            lm = t.meta.logs[MAIN]
+            if t.meta.ready > 0:
+                for i, e in enumerate(t.entries(MAIN, (int(lm.cursor_seq), int(lm.cursor_off)))):
+                    if e.status == READY:
+                        oldest = e.enqueued_at
+                        break
+                    if i > 10000:
+                        break
+            dropped = int(t.meta.dropped)
+        return {"bytes": size, "dropped": dropped, "oldest_ready_at": oldest}
+
+    # -- browsing ----------------------------------------------------------------
+    def _record(self, t: _Topic, e: _Entry, state: str) -> Record:
+        lease = None
+        if state == "in_progress":
+            lease = Lease(self._owner_name(e.owner), e.deadline)
+        return Record(
+            id=e.id, payload=e.payload(), state=state, attempts=e.attempts,
+            enqueued_at=e.enqueued_at, lease=lease, errors=e.errors(),
+            not_before=e.not_before if state == "delayed" else None,
+        )
+
+    @staticmethod
+    def _state_of(log: int, status: int) -> str | None:
+        if log == MAIN:
+            return {READY: "ready", TAKEN: "in_progress", DONE: "completed"}.get(status)
+        if status == READY:
+            return "delayed" if log == DELAYED else "failed"
+        return None
+
+    def _scan(self, t: _Topic, states: set[str], after: int, limit: int | None) -> list[tuple[_Entry, str]]:
+        """Entries in ``states`` with id > after, in id order (at most limit)."""
+        logs = []
+        if states & {"ready", "in_progress", "completed"}:
+            logs.append(MAIN)
+        if "delayed" in states:
+            logs.append(DELAYED)
+        if "failed" in states:
+            logs.append(FAILED)
+        found: list[tuple[int, int, _Entry, str]] = []
+        for log in logs:
+            for seq in t.seqs(log):
+                slab = t.slab(log, seq)
+                if slab is None or (slab.hdr.max_id and slab.hdr.max_id <= after):
+                    continue
+                if limit is not None and len(found) >= limit:
+                    found.sort(key=lambda x: x[0])
+                    del found[limit:]
+                    if slab.hdr.min_id > found[-1][0]:
+                        continue
+                for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
+                    if e.slab.seq != seq:
+                        break
+                    if e.id <= after:
+                        continue
+                    state = self._state_of(log, e.status)
+                    if state in states:
+                        found.append((e.id, log, e, state))
+        found.sort(key=lambda x: x[0])
+        if limit is not None:
+            del found[limit:]
+        return [(e, state) for _, _, e, state in found]
+
+    def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
+        t = self._topic(topic, create=False)
+        if t is None:
+            return []
+        states = {state} if state else {"ready", "delayed", "in_progress", "failed"}
+        with t.locked():
+            self._promote(t)
+            return [self._record(t, e, s) for e, s in self._scan(t, states, after or 0, limit)]
+
+    def _find(self, t: _Topic, mid: int) -> tuple[_Entry, str]:
+        best: tuple[_Entry, str] | None = None
+        for log in (FAILED, DELAYED, MAIN):
+            for seq in t.seqs(log):
+                slab = t.slab(log, seq)
+                if slab is None or not (slab.hdr.min_id <= mid <= slab.hdr.max_id):
+                    continue
+                for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
+                    if e.slab.seq != seq:
+                        break
+                    if e.id == mid:
+                        state = self._state_of(log, e.status)
+                        if state is not None and state != "completed":
+                            return e, state
+                        if state == "completed":
+                            best = (e, state)
+        if best is not None:
+            return best
+        raise MessageNotFound(t.name, mid)
+
+    def peek(self, topic: str, id: int) -> Record:
+        t = self._topic(topic, create=False)
+        if t is None:
+            raise MessageNotFound(topic, id)
+        with t.locked():
+            self._promote(t)
+            e, state = self._find(t, id)
+            return self._record(t, e, state)
+
+    def requeue(self, topic: str, id: int) -> None:
+        t = self._topic(topic, create=False)
+        if t is None:
+            raise MessageNotFound(topic, id)
+        with t.locked():
+            e, state = self._find(t, id)
+            if state == "completed":
+                raise MessageNotFound(topic, id, "ready, delayed, in_progress or failed")
+            if state != "ready":
+                self._move(t, e, MAIN, OP_MOVE)
+            waiters = t.meta.waiters
+        if waiters:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+
+    def requeue_failed(self, topic: str) -> int:
+        t = self._topic(topic, create=False)
+        if t is None:
+            return 0
+        n = 0
+        with t.locked():
+            for e in list(t.entries(FAILED)):
+                if e.status == READY:
+                    self._move(t, e, MAIN, OP_MOVE)
+                    n += 1
+            waiters = t.meta.waiters
+        if n:
+            if waiters:
+                _wake.ring(t.bell_fd)
+            self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+        return n
+
+    def _remove(self, t: _Topic, e: _Entry, state: str) -> None:
+        m = t.meta
+        with t.change(OP_OTHER, e.slab.log, e.slab.seq, e.off):
+            e.set(MOVED)
+            t.finished(e)
+            if state == "ready":
+                m.ready = max(0, m.ready - 1)
+            elif state == "in_progress":
+                m.in_progress = max(0, m.in_progress - 1)
+            elif state == "delayed":
+                m.delayed = max(0, m.delayed - 1)
+            elif state == "failed":
+                m.failed = max(0, m.failed - 1)
+
+    def delete(self, topic: str, id: int) -> None:
+        t = self._topic(topic, create=False)
+        if t is None:
+            raise MessageNotFound(topic, id)
+        with t.locked():
+            e, state = self._find(t, id)
+            if state == "completed":
+                raise MessageNotFound(topic, id, "ready, delayed, in_progress or failed")
+            self._remove(t, e, state)
+            waiters = t.meta.waiters
+        if waiters:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+
+    def purge(self, topic: str, state: str | None) -> int:
+        t = self._topic(topic, create=False)
+        if t is None:
+            return 0
+        states = {"ready", "delayed"} if state is None else {state}
+        n = 0
+        with t.locked():
+            self._promote(t)
+            for e, s in self._scan(t, states, 0, None):
+                self._remove(t, e, s)
+                n += 1
+            waiters = t.meta.waiters
+        if n:
+            if waiters:
+                _wake.ring(t.bell_fd)
+            self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+        return n
+
+    def check(self, fix: bool) -> dict[str, Any]:
+        problems: list[str] = []
+        fixed: list[str] = []
+        per_topic: dict[str, Any] = {}
+        for name in sorted(self.topics()):
+            t = self._get(name)
+            damage: list[tuple[str, int, int]] = []
+
+            def on_damage(slab: _Slab, off: int, nxt: int, damage: list[Any] = damage) -> None:
+                damage.append((os.path.basename(slab.path), off, nxt))
+
+            with t.locked():
+                counts = {"ready": 0, "in_progress": 0, "delayed": 0, "failed": 0}
+                flips = 0
+                for log in (MAIN, DELAYED, FAILED):
+                    for e in t.entries(log, None, on_damage):
+                        if not e.mut_ok:
+                            flips += 1
+                        state = self._state_of(log, e.status)
+                        if state in counts:
+                            counts[state] += 1
+                m = t.meta
+                recorded = {"ready": int(m.ready), "in_progress": int(m.in_progress),
+                            "delayed": int(m.delayed), "failed": int(m.failed)}
+                for slab_name, off, nxt in damage:
+                    problems.append(f"{name}/{slab_name}: damaged entry at offset {off} ({nxt - off} bytes)")
+                if flips:
+                    problems.append(f"{name}: {flips} entries with a damaged status (read as ready)")
+                if counts != recorded:
+                    problems.append(f"{name}: counters {recorded} do not match the slabs {counts}")
+                if fix and (damage or flips or counts != recorded):
+                    for e_log in (MAIN, DELAYED, FAILED):
+                        for e in t.entries(e_log):
+                            if not e.mut_ok:
+                                e.set(READY if e_log != MAIN or e.status != TAKEN else e.status,
+                                      e.attempts, e.owner, e.token, e.deadline)
+                    t._recount()
+                    fixed.append(f"{name}: stepped over {len(damage)} damaged entries and rebuilt the counters")
+                per_topic[name] = {"counts": counts, "damaged": len(damage), "dropped": int(m.dropped)}
+        return {"ok": not problems or (fix and bool(fixed)), "problems": problems, "fixed": fixed,
+                "topics": per_topic}
+
+    def fsync(self) -> None:
+        for t in list(self._topics.values()):
+            self._sync_topic(t, meta=True)
+
+    def close(self) -> None:
+        if self._pid != os.getpid():
+            self._forked()
+        for t in list(self._topics.values()):
+            try:
+                if self.durable or self.fsync_interval is not None or self.fsync_threshold:
+                    self._sync_topic(t)
+            finally:
+                t.close()
+        self._topics.clear()
+        if self._owner_fd >= 0:
+            path = os.path.join(self.root, ".owners", f"{self._owner_id:016x}.lock")
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            os.close(self._owner_fd)
+            self._owner_fd, self._owner_id = -1, 0
+        _instances.discard(self)
+
+    # -- heartbeats ---------------------------------------------------------------
+    def _beat_path(self, key: str) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:200]
+        return os.path.join(self.root, ".consumers", f"{safe}.json")
+
+    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
+        path = self._beat_path(key)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as fh:
+                json.dump(record, fh)
+            os.replace(tmp, path)  # readers see the old beat or the new one, never half
+        except OSError as exc:
+            raise _disk_error(path, exc) from exc
+
+    def remove_heartbeat(self, key: str) -> None:
+        try:
+            os.unlink(self._beat_path(key))
+        except FileNotFoundError:
+            pass
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        out = []
+        folder = os.path.join(self.root, ".consumers")
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(folder, name)) as fh:
+                    record = json.load(fh)
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+        return out
