@@ -36,7 +36,9 @@ def redis_answers() -> bool:
     except ImportError:
         return False
     try:
-        return bool(redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+        return bool(
+            redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5).ping()
+        )
     except Exception:
         return False
 
@@ -77,9 +79,7 @@ class QueuesFactory:
 def _backend_params() -> list[Any]:
     params: list[Any] = [
         pytest.param("memory", id="memory"),
-        pytest.param(
-            "slab", id="slab", marks=() if HAS_SLAB else pytest.mark.skip(reason=NO_SLAB)
-        ),
+        pytest.param("slab", id="slab", marks=() if HAS_SLAB else pytest.mark.skip(reason=NO_SLAB)),
     ]
     if HAS_REDIS_BACKEND:
         params.append(pytest.param("redis", id="redis", marks=pytest.mark.redis))
