@@ -83,7 +83,7 @@ MUT = struct.Struct("<B3xIQQdI")  # status attempts owner token deadline mcrc
 MUT_BODY = struct.Struct("<B3xIQQd")
 HEADER_SIZE = 80
 MUT_OFF = 40
-SLAB_HEADER_SIZE = 64
+SLAB_HEADER_SIZE = 128
 
 
 class _SlabHeader(ctypes.Structure):
@@ -95,8 +95,17 @@ class _SlabHeader(ctypes.Structure):
         ("live", ctypes.c_int64),  # entries not finished (ready/taken in main; live in others)
         ("min_id", ctypes.c_uint64),
         ("max_id", ctypes.c_uint64),
-        ("end", ctypes.c_uint64),  # set when the slab is sealed (no more appends)
+        ("end", ctypes.c_uint64),  # set when the slab is sealed (a hint: scans go past it)
+        # A second copy of the salt and a CRC of the fields that never change,
+        # so one flipped bit in the header cannot make every entry unreadable.
+        ("salt2", ctypes.c_uint64),
+        ("hcrc", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
     ]
+
+
+def _header_crc(seq: int, salt: int, created: float) -> int:
+    return zlib.crc32(struct.pack("<QQd", seq, salt, created))
 
 
 class _LogMeta(ctypes.Structure):
@@ -162,6 +171,15 @@ MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
 
 _HOST = socket.gethostname()
 
+# Named crash points for the reliability tests: with DQ_CRASH_AT=<name> in
+# the environment, the process kills itself (SIGKILL) at that step.
+_CRASH_AT = os.environ.get("DQ_CRASH_AT", "")
+
+
+def _crash(point: str) -> None:
+    if _CRASH_AT == point:
+        os.kill(os.getpid(), 9)
+
 
 def _align(n: int) -> int:
     return (n + 7) & ~7
@@ -213,11 +231,17 @@ class _Slab:
             os.close(self.fd)
             raise
         self.mv = memoryview(self.mm)
-        self.hdr = _SlabHeader.from_buffer(self.mm)
-        if self.hdr.magic != SLAB_MAGIC:
+        self.hdr = h = _SlabHeader.from_buffer(self.mm)
+        if _header_crc(h.seq, h.salt, h.created) == h.hcrc:
+            salt = h.salt
+        elif _header_crc(h.seq, h.salt2, h.created) == h.hcrc:
+            salt = h.salt2
+        elif h.salt == h.salt2 and h.magic == SLAB_MAGIC:
+            salt = h.salt  # only the header CRC itself was damaged
+        else:
             self.close()
-            raise CorruptSlab(path, 0, "bad slab magic")
-        self.salt_crc = zlib.crc32(struct.pack("<Q", self.hdr.salt))
+            raise CorruptSlab(path, 0, "damaged slab header")
+        self.salt_crc = zlib.crc32(struct.pack("<Q", salt))
 
     @classmethod
     def create(cls, directory: str, log: int, seq: int, size: int, durable: bool) -> _Slab:
@@ -232,12 +256,16 @@ class _Slab:
                 # Reserve every block now: a sparse file written through
                 # mmap on a full disk kills the process with SIGBUS.
                 os.posix_fallocate(fd, 0, size)
-                header = _SlabHeader(SLAB_MAGIC, seq, secrets.randbits(64), _now(), 0, 0, 0, 0)
+                salt, created = secrets.randbits(64), _now()
+                header = _SlabHeader(SLAB_MAGIC, seq, salt, created, 0, 0, 0, 0, salt,
+                                     _header_crc(seq, salt, created), 0)
                 os.pwrite(fd, bytes(header), 0)
                 if durable:
                     os.fsync(fd)
             finally:
                 os.close(fd)
+            if _CRASH_AT:
+                _crash("slab.before_rename")
             os.rename(tmp, path)
             if durable:
                 _fsync_dir(directory)  # the rename is durable only once the folder is
@@ -250,11 +278,11 @@ class _Slab:
         return cls(path, log, seq)
 
     def end(self, tail: tuple[int, int] | None) -> int:
-        """Where this slab's entries stop."""
+        """Where this slab's entries stop: the recorded tail for the tail
+        slab; for a sealed slab its size (zeros mark the end, and a damaged
+        'end' field must never hide entries)."""
         if tail is not None and tail[0] == self.seq:
             return min(tail[1], self.size)
-        if self.hdr.end:
-            return min(int(self.hdr.end), self.size)
         return self.size
 
     def close(self) -> None:
@@ -524,7 +552,12 @@ class _Topic:
         for seq in list(self.seqs(log)):
             if start is not None and seq < start[0]:
                 continue
-            slab = self.slab(log, seq)
+            try:
+                slab = self.slab(log, seq)
+            except CorruptSlab:
+                if on_damage is not None:
+                    on_damage(None, 0, 0)
+                continue
             if slab is None:
                 continue
             off = start[1] if start is not None and seq == start[0] else SLAB_HEADER_SIZE
@@ -540,9 +573,9 @@ class _Topic:
                 if skip is not None:
                     off += skip
                     continue
-                if seq != tail[0] and not slab.hdr.end and not any(slab.mm[off : off + HEADER_SIZE]):
-                    break  # the unused end of a slab sealed before 'end' was kept
                 nxt = _resync(slab, off, end)
+                if nxt >= end and not any(slab.mm[off : off + HEADER_SIZE]):
+                    break  # zeros and nothing sound after them: the unused end
                 if on_damage is not None:
                     on_damage(slab, off, nxt)
                 off = nxt
@@ -569,6 +602,8 @@ class _Topic:
         if extra:
             mm[body + len(payload) : body + len(payload) + len(extra)] = extra
         mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(status, attempts, 0, 0, 0.0)
+        if _CRASH_AT:
+            _crash("append.before_header")
         HEAD.pack_into(mm, off, ENTRY_MAGIC, len(payload), len(extra), crc, mid, enqueued_at, not_before)
         hdr = slab.hdr
         hdr.live += 1
@@ -576,6 +611,8 @@ class _Topic:
             hdr.min_id = mid
         if mid > hdr.max_id:
             hdr.max_id = mid
+        if _CRASH_AT:
+            _crash("append.after_header")
         lm.tail_off = off + size
         return slab.seq, off
 
@@ -595,7 +632,7 @@ class _Topic:
             lm.cursor_seq, lm.cursor_off = seq, SLAB_HEADER_SIZE
         self.meta.slab_gen += 1
         if old is not None and old.hdr.live <= 0:
-            self._drop_slab(old)
+            self._drop_if_finished(old)
         return slab
 
     def finished(self, e: _Entry) -> None:
@@ -603,12 +640,28 @@ class _Topic:
         hdr = e.slab.hdr
         hdr.live = max(0, hdr.live - 1)
         if hdr.live == 0 and e.slab.seq != self.meta.logs[e.slab.log].tail_seq:
-            self._drop_slab(e.slab)
+            self._drop_if_finished(e.slab)
+
+    def _drop_if_finished(self, slab: _Slab) -> None:
+        # The live count says empty; a damaged count must not delete a slab
+        # that still holds messages, so look before deleting (once a slab).
+        live = 0
+        for e in self.entries(slab.log, (slab.seq, SLAB_HEADER_SIZE)):
+            if e.slab.seq != slab.seq:
+                break
+            if e.status in (READY, TAKEN):
+                live += 1
+        if live:
+            slab.hdr.live = live
+        else:
+            self._drop_slab(slab)
 
     def _drop_slab(self, slab: _Slab) -> None:
         # Every entry is finished: the file goes. Processes that still map it
         # keep a valid mapping and see only finished entries there.
         lm = self.meta.logs[slab.log]
+        if _CRASH_AT:
+            _crash("slab.before_delete")
         try:
             os.unlink(slab.path)
         except FileNotFoundError:
@@ -635,10 +688,11 @@ class _Topic:
         self.refresh()
         dropped = 0
 
-        def damaged(slab: _Slab, off: int, nxt: int) -> None:
+        def damaged(slab: _Slab | None, off: int, nxt: int) -> None:
             nonlocal dropped
             dropped += 1
-            _write_skip(slab, off, nxt)
+            if slab is not None:
+                _write_skip(slab, off, nxt)
 
         self._adopt_beyond_tails()
         counts = [0, 0, 0]
@@ -987,6 +1041,8 @@ class SlabBackend(Backend):
         if waiters > 0:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_put)
+        if _CRASH_AT:
+            _crash("put.after_return")
         return ids
 
     def _append_ready(self, t: _Topic, payloads: list[bytes]) -> list[int]:
@@ -997,6 +1053,8 @@ class SlabBackend(Backend):
             for i, payload in enumerate(payloads):
                 t.append(MAIN, first + i, payload, b"", now)
             m.next_id = first + len(payloads)
+            if _CRASH_AT:
+                _crash("put.before_counters")
             m.enqueued += len(payloads)
             m.ready += len(payloads)
         return list(range(first, first + len(payloads)))
@@ -1049,7 +1107,7 @@ class SlabBackend(Backend):
         lease_until = _now() + self.visibility_timeout
         damaged = False
 
-        def on_damage(slab: _Slab, off: int, nxt: int) -> None:
+        def on_damage(slab: _Slab | None, off: int, nxt: int) -> None:
             nonlocal damaged
             damaged = True
 
@@ -1156,7 +1214,11 @@ class SlabBackend(Backend):
         with t.change(op, from_log, e.slab.seq, e.off):
             t.append(to_log, e.id, e.payload(), extra, e.enqueued_at, not_before, e.attempts)
             old_status = e.status
+            if _CRASH_AT:
+                _crash("move.after_append")
             e.set(final_status)
+            if _CRASH_AT:
+                _crash("move.after_status")
             t.finished(e)
             if from_log == MAIN:
                 if old_status == TAKEN:
@@ -1201,6 +1263,8 @@ class SlabBackend(Backend):
                 if outcome == "complete":
                     with t.change(OP_COMPLETE, MAIN, seq, off):
                         e.set(DONE)
+                        if _CRASH_AT:
+                            _crash("complete.after_status")
                         t.finished(e)
                         m.in_progress = max(0, m.in_progress - 1)
                         m.completed += 1
@@ -1445,8 +1509,8 @@ class SlabBackend(Backend):
             t = self._get(name)
             damage: list[tuple[str, int, int]] = []
 
-            def on_damage(slab: _Slab, off: int, nxt: int, damage: list[Any] = damage) -> None:
-                damage.append((os.path.basename(slab.path), off, nxt))
+            def on_damage(slab: _Slab | None, off: int, nxt: int, damage: list[Any] = damage) -> None:
+                damage.append((os.path.basename(slab.path) if slab else "slab header", off, nxt))
 
             with t.locked():
                 counts = {"ready": 0, "in_progress": 0, "delayed": 0, "failed": 0}
