@@ -12,15 +12,18 @@ import shutil
 import time
 from typing import Any
 
-from queuecore import Queues
-
 from dqadmin.conf import conf
+from dqadmin.history import history_for
+from queuecore import Queues
 
 
 def build_stats(queues: Queues, now: float | None = None) -> dict[str, Any]:
     """Counters per topic, storage facts and the consumers' heartbeats.
 
-    Its cost grows with the number of topics, not messages.
+    Its cost grows with the number of topics, not messages. Each call also
+    records the totals in this process's history (:mod:`dqadmin.history`),
+    from which the in and out rates (messages per second: enqueued and
+    completed) come; a rate is None until a sample a second old exists.
     """
     now = time.time() if now is None else now
     backend = queues.backend
@@ -55,6 +58,20 @@ def build_stats(queues: Queues, now: float | None = None) -> dict[str, Any]:
         storage["num_slabs"] += int(counts.get("num_slabs", 0))
 
     location = queues.location
+    history = history_for(location)
+    sampled = {name: (int(row["enqueued"]), int(row["completed"])) for name, row in topics.items()}
+    rates = history.rates(now, sampled)
+    history.record(now, sampled)
+    known = [r for r in rates.values() if r is not None]
+    for name, row in topics.items():
+        rate = rates.get(name)
+        row["in_rate"] = rate[0] if rate else None
+        row["out_rate"] = rate[1] if rate else None
+    total_rates = {
+        "in": sum(r[0] for r in known) if known else None,
+        "out": sum(r[1] for r in known) if known else None,
+    }
+
     if "://" not in location or location.startswith("file://"):
         path = location.removeprefix("file://")
         try:
@@ -68,6 +85,7 @@ def build_stats(queues: Queues, now: float | None = None) -> dict[str, Any]:
         "location": location,
         "topics": topics,
         "totals": totals,
+        "rates": total_rates,
         "storage": storage,
         "consumers": consumers,
     }

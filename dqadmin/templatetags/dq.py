@@ -1,0 +1,114 @@
+"""Template filters of the dashboard: durations, rates and unix times."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from django import template
+
+register = template.Library()
+
+
+@register.filter
+def duration(seconds: Any) -> str:
+    """``75.2`` -> ``"1m 15s"``; None -> ``"–"``."""
+    if seconds is None or seconds == "":
+        return "–"
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return "–"
+    if s < 0:
+        return "–"
+    if s < 10:
+        return f"{s:.1f}s"
+    total = int(s)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+@register.filter
+def rate(value: Any) -> str:
+    """Messages per second, compact: ``"12.5/s"``; None -> ``"–"``."""
+    if value is None:
+        return "–"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    if v == 0:
+        return "0/s"
+    if v < 10:
+        return f"{v:.1f}/s"
+    return f"{v:,.0f}/s"
+
+
+@register.filter
+def unixtime(value: Any) -> dt.datetime | None:
+    """A unix time as an aware datetime (for Django's ``date`` filter)."""
+    try:
+        return dt.datetime.fromtimestamp(float(value), tz=dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+@register.filter
+def ago(value: Any, now: Any) -> float | None:
+    """Seconds from the unix time ``value`` to ``now`` (None if unknown)."""
+    try:
+        return float(now) - float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+@register.filter
+def percent(done: Any, total: Any) -> int:
+    try:
+        d, t = float(done), float(total)
+    except (TypeError, ValueError):
+        return 0
+    return 100 if t <= 0 else max(0, min(100, int(100 * d / t)))
+
+
+@register.filter
+def get_item(mapping: Any, key: Any) -> Any:
+    """``mapping[key]`` in a template (None when absent)."""
+    try:
+        return mapping.get(key)
+    except AttributeError:
+        return None
+
+
+@register.filter
+def until(value: Any, now: Any) -> float | None:
+    """Seconds from ``now`` to the unix time ``value`` (None if unknown)."""
+    try:
+        return float(value) - float(now)
+    except (TypeError, ValueError):
+        return None
+
+
+@register.filter
+def words(value: Any) -> str:
+    """``"in_progress"`` -> ``"in progress"``."""
+    return str(value).replace("_", " ")
+
+
+@register.filter
+def compact(value: Any, limit: int = 100) -> str:
+    """A value as one line of JSON, cut to ``limit`` characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
