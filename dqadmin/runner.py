@@ -80,6 +80,7 @@ class _InFlight:
     task: Task
     consumer: Consumer
     started: float
+    thread: threading.Thread = field(default_factory=threading.current_thread)
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False
 
@@ -156,7 +157,6 @@ class Runner:
         self._stop = threading.Event()  # stop taking
         self._hurry = threading.Event()  # stop waiting for handlers
         self._wake = threading.Event()  # something for the main loop to look at
-        self._stop_signal: object = None
         self._finished = False  # in-flight messages were given back
         self._in_flight: dict[int, _InFlight] = {}
         # Burst mode: per topic, the time until which this runner's own
@@ -165,16 +165,13 @@ class Runner:
         self._threads: list[threading.Thread] = []
 
     # -- control -------------------------------------------------------------
-    def stop(self, why: object = "stop") -> None:
+    def stop(self, hurry: bool = False) -> None:
         """Stop taking messages; let the handlers that run finish within the
-        grace period. Asking twice for the same reason (a second Ctrl-C)
-        gives their messages back at once. Safe to call from a signal handler."""
-        if self._stop.is_set():
-            if why == self._stop_signal:
-                self._hurry.set()
-        else:
-            self._stop_signal = why
-            self._stop.set()
+        grace period. With ``hurry``, give their messages back at once
+        instead. Safe to call from a signal handler, and more than once."""
+        self._stop.set()
+        if hurry:
+            self._hurry.set()
         self._wake.set()
 
     @property
@@ -220,12 +217,13 @@ class Runner:
             self._wait()
         finally:
             self._stop.set()
-            self._give_back()
+            stuck = self._give_back()
             # Workers not stuck in a handler leave within one poll interval;
             # wait for them so none is inside the backend when we return.
             deadline = time.monotonic() + self.poll_interval + 1.0
             for thread in self._threads:
-                thread.join(max(0.0, deadline - time.monotonic()))
+                if thread not in stuck:
+                    thread.join(max(0.0, deadline - time.monotonic()))
             beat_stop.set()
             if beat_thread is not None:
                 beat_thread.join(timeout=5)
@@ -271,7 +269,8 @@ class Runner:
             self._wake.wait(0.2)
             self._wake.clear()
 
-    def _give_back(self) -> None:
+    def _give_back(self) -> set[threading.Thread]:
+        """Retry what the handlers still hold; returns their threads."""
         with self._lock:
             self._finished = True
             flights = list(self._in_flight.values())
@@ -284,6 +283,7 @@ class Runner:
             with self._lock:
                 self.report.given_back += 1
             logger.warning("%s#%d given back: %s", task.topic, task.id, why)
+        return {flight.thread for flight in flights}
 
     # -- workers ---------------------------------------------------------------
     def _work(self, consumer: Consumer) -> None:

@@ -88,8 +88,13 @@ class Command(BaseCommand):
             call=_call_handler,
         )
 
+        seen: set[int] = set()
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            runner.stop(signal.Signals(signum).name)
+            # The same signal twice (Ctrl-C pressed again) means "now"; a
+            # SIGTERM after a SIGINT (as dqrun sends) still waits for handlers.
+            runner.stop(hurry=signum in seen)
+            seen.add(signum)
 
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
