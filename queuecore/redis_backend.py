@@ -5,26 +5,29 @@ Select it with a location such as ``redis://127.0.0.1:6379/0`` (also
 ``queuecore.defaults`` (``prefix`` namespaces every key, the fsync options
 do not apply: durability is the server's ``appendonly``/``appendfsync``).
 
-Layout of one topic, every key under the hash tag ``{prefix:topic}`` so a
-topic lives in one Redis Cluster slot and one Lua script can touch it all::
+Keys (``p`` is the prefix, ``t`` the topic). Every key starts with the
+prefix, so ``SCAN MATCH p:*`` and an ACL key pattern ``~p:*`` cover them all;
+a topic's keys share the hash tag ``{t}``, so a topic lives in one Redis
+Cluster slot and one Lua script can touch all of it::
 
-    {p:t}:stream       stream of ready/in-progress deliveries; entry = {"id": dq id}
+    p:{t}:stream       stream of ready/in-progress deliveries; entry = {"id": dq id}
                        consumer group "dq"; a consumer per process (its owner id)
-    {p:t}:meta         hash: last_id (the INCR counter of ids), enqueued,
+    p:{t}:meta         hash: last_id (the INCR counter of ids), enqueued,
                        completed, retried (totals), bytes (payload bytes stored)
-    {p:t}:m:<id>       hash, one per message: p (payload), at (enqueued_at),
+    p:{t}:m:<id>       hash, one per message: p (payload), at (enqueued_at),
                        n (attempts), tok (lease counter), st (state), sid (its
                        current stream entry), own/dl (lease owner, deadline ms),
                        nb (delayed until, ms)
-    {p:t}:m:<id>:e     list of the message's errors (JSON), newest last
-    {p:t}:ready ...    zsets scored by id: ready, delayed, in_progress, failed
+    p:{t}:m:<id>:e     list of the message's errors (JSON), newest last
+    p:{t}:ready ...    zsets scored by id: ready, delayed, in_progress, failed
                        (browsing in id order with keyset paging; ZCARD = counts)
-    {p:t}:due          zset of delayed ids scored by due time (ms)
-    {p:t}:leases       zset of in-progress ids scored by lease deadline (ms)
-    {p:t}:reclaim      zset of ready ids whose expired delivery is still pending
+    p:{t}:due          zset of delayed ids scored by due time (ms)
+    p:{t}:leases       zset of in-progress ids scored by lease deadline (ms)
+    p:{t}:reclaim      zset of ready ids whose expired delivery is still pending
                        in the group: the next take XCLAIMs it instead of reading
-    {p}:topics         set of topic names
-    {p:hb}:c:<key>     a consumer heartbeat (JSON, expires); {p:hb}:index lists them
+    p:topics           set of topic names
+    p:heartbeat:{hb}:<key>   a consumer heartbeat (JSON, expires after HEARTBEAT_TTL);
+    p:heartbeats:{hb}        zset of heartbeat keys by time of last write
 
 Every change of state is one Lua script (``register_script``): it reads the
 server's clock (``TIME``), so leases and delays do not depend on the clocks
@@ -551,7 +554,9 @@ class RedisBackend(Backend):
             raise StorageError(self._where, f"{type(exc).__name__}: {exc}") from exc
 
     def _tag(self, topic: str) -> str:
-        return "{" + self.prefix + ":" + topic + "}"
+        # Every key starts with the prefix (SCAN patterns and ACL key patterns
+        # such as ~dq:* cover them all); the topic is the Cluster hash tag.
+        return f"{self.prefix}:{{{topic}}}"
 
     def _keys(self, topic: str) -> list[str]:
         tag = self._tag(topic)
@@ -820,10 +825,10 @@ class RedisBackend(Backend):
 
     # -- heartbeats ------------------------------------------------------------
     def _hb(self, key: str) -> str:
-        return "{" + self.prefix + ":hb}:c:" + key
+        return f"{self.prefix}:heartbeat:{{hb}}:{key}"
 
     def _hb_index(self) -> str:
-        return "{" + self.prefix + ":hb}:index"
+        return f"{self.prefix}:heartbeats:{{hb}}"
 
     def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
         client = self._redis()
