@@ -385,7 +385,7 @@ def _resync(slab: _Slab, off: int, end: int) -> int:
 
 
 def _write_skip(slab: _Slab, off: int, upto: int) -> None:
-    length = upto - off
+    length = min(upto, slab.size) - off
     if length >= 16:
         slab.mm[off : off + 16] = struct.pack(
             "<IQI", SKIP_MAGIC, length, zlib.crc32(struct.pack("<Q", length), slab.salt_crc)
@@ -491,14 +491,23 @@ class _Topic:
         i = self.intent
         op, log, seq, off = i.op, i.log, i.seq, i.off
         self.meta_mm[0:META_HDR] = self.meta_mm[SNAPSHOT_OFF : SNAPSHOT_OFF + META_HDR]
-        if op in (OP_COMPLETE, OP_RETRY, OP_RECLAIM):
-            slab = self.slab(log, seq)
-            if slab is not None and off + HEADER_SIZE <= slab.size:
-                status = _Entry(slab, off).status
-                if op == OP_COMPLETE and status == DONE:
-                    self.meta.completed += 1
-                elif op in (OP_RETRY, OP_RECLAIM) and status == MOVED:
-                    self.meta.retried += 1
+        first_new_id = int(self.meta.next_id)
+        self.slab_gen = -1
+        _lost, adopted = self._adopt_beyond_tails()
+        self.meta.enqueued += sum(1 for lg, mid in adopted if lg == MAIN and mid >= first_new_id)
+        slab = self.slab(log, seq) if seq else None
+        if slab is not None and off + HEADER_SIZE <= slab.size:
+            e = _Entry(slab, off)
+            if op in (OP_RETRY, OP_RECLAIM, OP_FAIL, OP_MOVE) and e.status != MOVED and any(
+                mid == e.id for _, mid in adopted
+            ):
+                # The copy was written whole: finish the move rather than
+                # leave the message in two places.
+                e.set(MOVED)
+            if op == OP_COMPLETE and e.status == DONE:
+                self.meta.completed += 1
+            elif op in (OP_RETRY, OP_RECLAIM) and e.status == MOVED:
+                self.meta.retried += 1
         self._recount()
         self.meta.op_seq += 1
         i.active = 0
@@ -574,8 +583,8 @@ class _Topic:
                     off += skip
                     continue
                 nxt = _resync(slab, off, end)
-                if nxt >= end and not any(slab.mm[off : off + HEADER_SIZE]):
-                    break  # zeros and nothing sound after them: the unused end
+                if seq != tail[0] and nxt >= end and not any(slab.mm[off : off + HEADER_SIZE]):
+                    break  # zeros and nothing sound after them: a sealed slab's unused end
                 if on_damage is not None:
                     on_damage(slab, off, nxt)
                 off = nxt
@@ -694,7 +703,7 @@ class _Topic:
             if slab is not None:
                 _write_skip(slab, off, nxt)
 
-        self._adopt_beyond_tails()
+        lost_tails, _ = self._adopt_beyond_tails()
         counts = [0, 0, 0]
         taken = 0
         next_due = 0.0
@@ -721,10 +730,12 @@ class _Topic:
                     else:  # only the main log leases
                         e.set(READY)
                         counts[log] += 1
-            for seq in self.seqs(log):
+            for seq in list(self.seqs(log)):
                 slab = self.slab(log, seq)
                 if slab is not None:
                     slab.hdr.live = live.get(seq, 0)
+                    if not slab.hdr.live and seq != lm.tail_seq:
+                        self._drop_slab(slab)  # left behind by a crash
             tail = (int(lm.tail_seq), int(lm.tail_off))
             lm.head_seq, lm.head_off = first_live or tail
             lm.cursor_seq, lm.cursor_off = first_ready or tail
@@ -732,13 +743,18 @@ class _Topic:
         m.next_due = next_due
         m.next_id = max(int(m.next_id), max_id + 1)
         m.enqueued = max(int(m.enqueued), 0)
-        m.dropped += dropped
+        # A slab that lost its end with no partial entry left to see.
+        m.dropped += max(dropped, lost_tails)
         m.needs_recount = 0
         self.slab_gen = -1
 
-    def _adopt_beyond_tails(self) -> None:
+    def _adopt_beyond_tails(self) -> tuple[int, list[tuple[int, int]]]:
         """Sound entries past a log's recorded tail were written by a process
-        that died before recording them (or before a power loss): keep them."""
+        that died before recording them (or before a power loss): keep them.
+        Returns how many tail slabs were found shorter than their tail, and
+        the (log, id) of each entry adopted."""
+        lost = 0
+        adopted: list[tuple[int, int]] = []
         for log in (MAIN, DELAYED, FAILED):
             lm = self.meta.logs[log]
             seqs = self.seqs(log)
@@ -751,6 +767,9 @@ class _Topic:
                 slab = self.slab(log, seq)
                 if slab is None:
                     continue
+                if seq == lm.tail_seq and lm.tail_off > slab.size:
+                    lm.tail_off = slab.size  # the file was cut short
+                    lost += 1
                 off = int(lm.tail_off) if seq == lm.tail_seq else SLAB_HEADER_SIZE
                 if seq != lm.tail_seq:
                     cur = self.slab(log, int(lm.tail_seq))
@@ -763,12 +782,14 @@ class _Topic:
                     e = _check_entry(slab, off, slab.size)
                     if e is None:
                         break
+                    adopted.append((log, e.id))
                     off += e.size
                 lm.tail_off = off
             if not lm.head_seq or lm.head_seq not in seqs:
                 lm.head_seq, lm.head_off = seqs[0], SLAB_HEADER_SIZE
             if not lm.cursor_seq or lm.cursor_seq not in seqs:
                 lm.cursor_seq, lm.cursor_off = seqs[0], SLAB_HEADER_SIZE
+        return lost, adopted
 
     def close(self) -> None:
         for s in self.slabs.values():
@@ -795,7 +816,10 @@ class _Topic:
         finally:
             del self.meta
             del self.intent
-            self.meta_mm.close()
+            try:
+                self.meta_mm.close()
+            except BufferError:
+                pass  # a view is still referenced somewhere; freed with it
             for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
                 os.close(fd)
 
@@ -1101,6 +1125,12 @@ class SlabBackend(Backend):
         return out
 
     def _claim(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
+        out = self._claim_once(t, limit, owner)
+        if not out and t.meta.ready > 0:
+            out = self._claim_once(t, limit, owner)  # after a rebuild
+        return out
+
+    def _claim_once(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
         m = t.meta
         lm = m.logs[MAIN]
         out: list[Delivery] = []
