@@ -2,7 +2,8 @@
 process, with a small registry the progress bars poll.
 
 A job sends N demo messages (``{"uuid": ...}``, like the seed's demo) to
-one or more topics at a chosen rate. Jobs live in this process only: a
+one or more topics at a chosen rate, with the demo app's
+:func:`dqadmin.demo.produce.produce` (``manage.py dqproduce`` uses it too). Jobs live in this process only: a
 restart forgets them (the messages they sent stay in the queue).
 """
 
@@ -11,11 +12,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dqadmin.demo.produce import produce
 from queuecore import Queues
 
 # Finished jobs kept for the page (the newest ones).
@@ -33,7 +33,7 @@ class Job:
     id: int
     topics: list[str]
     total: int
-    rate: float
+    rate: float  # messages per second; 0: as fast as possible
     done: int = 0
     state: str = "running"  # running, finished, cancelled, failed
     error: str = ""
@@ -44,43 +44,6 @@ class Job:
     @property
     def running(self) -> bool:
         return self.state == "running"
-
-
-def _produce_fallback(
-    queues: Queues,
-    n: int,
-    topics: list[str],
-    rate: float,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Put ``n`` demo messages round-robin on ``topics``, ``rate`` per second
-    (0: as fast as possible), in small batches; ``progress(done)`` after each."""
-    done = 0
-    start = time.monotonic()
-    batch = 100 if rate <= 0 else max(1, min(100, int(rate / 20)))
-    cycle = itertools.cycle(topics)
-    while done < n:
-        size = min(batch, n - done)
-        topic = next(cycle)
-        queues.put_many(topic, [{"uuid": str(uuid.uuid4())} for _ in range(size)])
-        done += size
-        if progress is not None:
-            progress(done)
-        if rate > 0:
-            wait = start + done / rate - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-    return done
-
-
-def _producer() -> Callable[..., Any]:
-    # The demo app's producer when it is there (manage.py's demo command
-    # uses it too); else the small one above.
-    try:
-        from dqadmin.demo.produce import produce  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return _produce_fallback
-    return produce  # type: ignore[no-any-return,unused-ignore]
 
 
 class Jobs:
@@ -111,7 +74,7 @@ class Jobs:
                 raise Cancelled()
 
         try:
-            _producer()(queues, job.total, job.topics, job.rate, progress=progress)
+            produce(queues, job.total, job.topics, job.rate or None, progress=progress)
             job.done, job.state = job.total, "finished"
         except Cancelled:
             job.state = "cancelled"
