@@ -105,9 +105,7 @@ class MemoryBackend(Backend):
         for e in t.entries.values():
             if e.state == "in_progress" and e.lease is not None:
                 if e.lease.deadline <= now:
-                    # Handed out again: counted as a retry, as in the slab backend.
                     self._make_ready(t, e)
-                    t.counters["retried"] += 1
                 else:
                     nxt = e.lease.deadline if nxt is None else min(nxt, e.lease.deadline)
         return nxt
@@ -198,7 +196,6 @@ class MemoryBackend(Backend):
                 return False
             if e.lease is not None and e.lease.deadline <= time.time():
                 self._make_ready(t, e)  # expired: it belongs to the next taker
-                t.counters["retried"] += 1
                 self._cond.notify_all()
                 return False
             if error is not None:

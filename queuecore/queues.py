@@ -238,10 +238,11 @@ class Queues:
     def put_many(self, topic: str, values: list[Any] | tuple[Any, ...], timeout: float | None = None) -> list[int]:
         """Append several values at once (all or none); returns their ids."""
         validate_topic(topic)
+        backend = self._backend_open()
         payloads = [self._encode(v) for v in values]
         if not payloads:
             return []
-        return self._backend_open().put(topic, payloads, timeout)
+        return backend.put(topic, payloads, timeout)
 
     # -- consuming ---------------------------------------------------------
     def take(self, topic: str, timeout: float | None = None) -> Task | None:

@@ -512,8 +512,7 @@ class RedisBackend(Backend):
             raise InvalidOption("location", str(exc)) from exc
         self._client: Any = client
         self._pid = os.getpid()
-        # The consumer name in each topic's group, and the lease owner shown by peek.
-        self.owner = f"{os.uname().nodename}:{self._pid}"
+        self._owner = f"{os.uname().nodename}:{self._pid}"
         self._scripts: dict[str, Any] = {
             name: client.register_script(_LUA_HEAD + body)
             for name, body in (
@@ -532,6 +531,13 @@ class RedisBackend(Backend):
             )
         }
         self._known_topics = set()
+
+    @property
+    def owner(self) -> str:
+        """This process's consumer name in each topic's group, and the lease
+        owner that peek shows: ``host:pid``, renewed in a forked child."""
+        self._redis()
+        return self._owner
 
     def _redis(self) -> Any:
         # A forked child (gunicorn --preload) must not share its parent's

@@ -506,7 +506,7 @@ class _Topic:
                 e.set(MOVED)
             if op == OP_COMPLETE and e.status == DONE:
                 self.meta.completed += 1
-            elif op in (OP_RETRY, OP_RECLAIM) and e.status == MOVED:
+            elif op == OP_RETRY and e.status == MOVED:
                 self.meta.retried += 1
         self._recount()
         self.meta.op_seq += 1
@@ -1266,7 +1266,7 @@ class SlabBackend(Backend):
                 m.next_due = not_before if not m.next_due else min(m.next_due, not_before)
             else:
                 m.failed += 1
-            if op in (OP_RETRY, OP_RECLAIM):
+            if op == OP_RETRY:  # a lease that ran out is a redelivery, not a retry
                 m.retried += 1
 
     def settle(self, topic: str, token: Any, outcome: str, delay: float = 0.0,
