@@ -1,0 +1,250 @@
+"""runconsumers and dqproduce as real processes on a real slab directory:
+SIGTERM, an always-failing handler, and kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from queuecore import Queues
+
+from .conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+DEADLINE = 30.0  # generous: only a hang ever reaches it
+
+# queuecore.slab bug (reported to the lead): SlabBackend._owner() is not
+# guarded by a lock, so when several threads of a fresh process take at
+# once, two owner ids are made and one thread's lease names the one that
+# was replaced: its complete() is refused and the message stays in progress
+# (the lost owner's flock is held until the process exits). Tests whose
+# subject is not concurrency run one worker thread; these need several.
+SLAB_OWNER_RACE = pytest.mark.xfail(
+    reason="queuecore.slab: SlabBackend._owner() races between threads (first takes)", strict=False
+)
+
+
+class Child:
+    """Start manage.py commands with the test app and a queue in tmp_path."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.location = str(tmp_path / "queues")
+        self.out = tmp_path / "handled.txt"
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.consumers.settings",
+            "DQ_LOCATION": self.location,
+            "DQ_VAR_DIR": str(tmp_path),
+            "DQ_HEARTBEAT_INTERVAL": "0.1",
+            "DQ_TEST_OUT": str(self.out),
+            "DQ_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+            # tests/settings.py makes a temporary folder: keep it in tmp_path.
+            "TMPDIR": str(tmp_path),
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.count = 0
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        self.count += 1
+        log = open(self.tmp / f"child-{self.count}.log", "wb")  # noqa: SIM115 (closed by the child's exit)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def log(self, n: int) -> str:
+        return (self.tmp / f"child-{n}.log").read_text(errors="replace")
+
+    def lines(self, what: str, topic: str) -> list[tuple[int, int]]:
+        """(id, attempt) of each handler 'start' or 'done' recorded for topic."""
+        if not self.out.exists():
+            return []
+        found = []
+        for line in self.out.read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == what and parts[1] == topic:
+                found.append((int(parts[2]), int(parts[3])))
+        return found
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[Child]:
+    c = Child(tmp_path)
+    try:
+        yield c
+    finally:
+        c.stop_all()
+
+
+@pytest.fixture
+def qs(child: Child) -> Iterator[Queues]:
+    with Queues(child.location, fsync_put=False) as queues:
+        yield queues
+
+
+def exited(proc: subprocess.Popen[bytes]) -> int:
+    try:
+        return proc.wait(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"process {proc.pid} did not exit within {DEADLINE} s")
+
+
+@SLAB_OWNER_RACE
+def test_runconsumers_handles_what_dqproduce_put(child: Child, qs: Queues) -> None:
+    proc = child.start("runconsumers", "q1", "q2")
+    wait_for(
+        lambda: any(b.get("pid") == proc.pid for b in qs.backend.heartbeats()),
+        DEADLINE,
+        "the consumer's first heartbeat",
+    )
+    produced = child.run("dqproduce", "40")
+    assert produced.returncode == 0, produced.stderr
+    assert "Put 40 messages" in produced.stdout
+
+    def completed() -> int:
+        return sum(s["completed"] for s in qs.stats().values())
+
+    wait_for(lambda: completed() == 40, DEADLINE, "40 completed messages")
+    (beat,) = [b for b in qs.backend.heartbeats() if b.get("pid") == proc.pid]
+    assert beat["topics"] == ["q1", "q2"]
+    wait_for(
+        lambda: (
+            [b for b in qs.backend.heartbeats() if b.get("pid") == proc.pid][0]["handled"] == 40
+        ),
+        DEADLINE,
+        "a heartbeat counting 40 messages",
+    )
+    proc.send_signal(signal.SIGTERM)
+    assert exited(proc) == 0
+    log = child.log(1)
+    assert log.count("Got the message! - {'uuid': '") == qs.stats()["q1"]["completed"]
+    assert (
+        log.count("Got the message on second queue! - {'uuid': '") == qs.stats()["q2"]["completed"]
+    )
+    assert all(s["in_progress"] == 0 and s["ready"] == 0 for s in qs.stats().values())
+    assert qs.backend.heartbeats() == []
+
+
+def test_burst_drains_and_exits(child: Child, qs: Queues) -> None:
+    assert child.run("dqproduce", "25", "--topics", "q1").returncode == 0
+    done = child.run("runconsumers", "--burst", "q1")
+    assert done.returncode == 0, done.stderr
+    assert "Handled 25 messages: 25 completed" in done.stdout
+    assert done.stderr.count("Got the message! - {'uuid': '") == 25
+    assert qs.stats()["q1"]["completed"] == 25
+
+
+def test_sigterm_mid_stream_loses_nothing_and_leaves_nothing_in_progress(
+    child: Child, qs: Queues
+) -> None:
+    ids = qs.put_many("work", [{"sleep": 0.02, "n": n} for n in range(60)])
+    proc = child.start("runconsumers", "work", "--concurrency", "1")
+    wait_for(lambda: len(child.lines("done", "work")) >= 5, DEADLINE, "five handled messages")
+    proc.send_signal(signal.SIGTERM)
+    assert exited(proc) == 0, child.log(1)
+
+    stats = qs.stats()["work"]
+    assert stats["in_progress"] == 0
+    done = {mid for mid, _ in child.lines("done", "work")}
+    started = {mid for mid, _ in child.lines("start", "work")}
+    assert started == done  # every handler that began was let finish
+    ready = {m.id for m in qs.messages("work", state="ready", limit=100)}
+    assert stats["completed"] == len(done)
+    assert done.isdisjoint(ready) and done | ready == set(ids)  # nothing lost
+    assert stats["ready"] + stats["completed"] == 60
+    assert qs.backend.heartbeats() == []
+
+
+def test_sigterm_gives_back_what_outlives_the_grace_period(child: Child, qs: Queues) -> None:
+    mid = qs.put("work", {"sleep": 120})
+    proc = child.start("runconsumers", "work", "--grace", "0.2", "--concurrency", "1")
+    wait_for(lambda: child.lines("start", "work"), DEADLINE, "the handler to start")
+    proc.send_signal(signal.SIGTERM)
+    assert exited(proc) == 0, child.log(1)
+    message = qs.peek("work", mid)
+    assert message.state == "ready" and message.attempts == 1
+    assert "stopped before its handler finished" in message.errors[-1]["reason"]
+    assert qs.stats()["work"]["in_progress"] == 0
+    assert "given back" in child.log(1)
+
+
+def test_an_always_failing_handler_ends_in_the_failed_store(child: Child, qs: Queues) -> None:
+    mid = qs.put("flaky", {"job": 1})
+    done = child.run("runconsumers", "flaky", "--burst")
+    assert done.returncode == 0, done.stderr
+    assert [a for _, a in child.lines("start", "flaky")] == [1, 2, 3]  # max_attempts=3
+    (failed,) = qs.messages("flaky", state="failed")
+    assert failed.id == mid and failed.attempts == 3
+    assert [e["reason"] for e in failed.errors] == [
+        f"RuntimeError: boom on attempt {n}" for n in (1, 2, 3)
+    ]
+    tb = failed.errors[-1]["traceback"]
+    assert "Traceback (most recent call last)" in tb and "testapp/consumers.py" in tb
+    assert 'raise RuntimeError(f"boom on attempt {task.attempts}")' in tb
+    stats = qs.stats()["flaky"]
+    assert (stats["failed"], stats["retried"], stats["in_progress"], stats["ready"]) == (1, 2, 0, 0)
+    assert "failed (attempt 3/3)" in done.stderr
+
+
+def test_kill_9_then_a_new_consumer_handles_every_message(child: Child, qs: Queues) -> None:
+    ids = qs.put_many("work", [{"sleep": 0.05, "n": n} for n in range(30)])
+    proc = child.start("runconsumers", "work", "--concurrency", "1")
+    wait_for(lambda: len(child.lines("done", "work")) >= 3, DEADLINE, "three handled messages")
+    proc.kill()
+    assert exited(proc) == -signal.SIGKILL
+
+    again = child.run("runconsumers", "work", "--burst", "--concurrency", "1")
+    assert again.returncode == 0, again.stderr
+    stats = qs.stats()["work"]
+    assert (stats["completed"], stats["ready"], stats["in_progress"], stats["failed"]) == (
+        30,
+        0,
+        0,
+        0,
+    )
+    assert {mid for mid, _ in child.lines("done", "work")} == set(ids)
+    # What the killed process held came back at once (owner death is seen
+    # through its lock file): the visibility timeout is 300 s.
+    # The dead consumer's heartbeat was pruned by the new one on this host.
+    assert all(b.get("pid") != proc.pid for b in qs.backend.heartbeats())
+
+
+@SLAB_OWNER_RACE
+def test_concurrent_workers_on_slab_settle_their_leases(child: Child, qs: Queues) -> None:
+    ids = qs.put_many("work", [{"n": n} for n in range(20)])
+    done = child.run("runconsumers", "work", "--burst", "--concurrency", "4")
+    assert done.returncode == 0, done.stderr
+    assert "lease lost" not in done.stderr
+    stats = qs.stats()["work"]
+    assert (stats["completed"], stats["in_progress"]) == (20, 0)
+    assert {mid for mid, _ in child.lines("done", "work")} == set(ids)
