@@ -280,6 +280,9 @@ class Runner:
             ok = self._settle(flight, partial(task.retry, 0.0, reason=why))
             if ok is None:
                 continue
+            if not ok:
+                self._log_unsettled(task, ok)
+                continue
             with self._lock:
                 self.report.given_back += 1
             logger.warning("%s#%d given back: %s", task.topic, task.id, why)
@@ -320,7 +323,10 @@ class Runner:
                 self._in_flight[id(flight)] = flight
         if given_back:
             # Taken just as the runner finished: hand it straight back.
-            task.retry(0.0)
+            try:
+                task.retry(0.0)
+            except QueueError as exc:
+                logger.warning("%s#%d could not be given back: %s", task.topic, task.id, exc)
             return
         try:
             self._run_handler(consumer, task, flight)
