@@ -182,6 +182,36 @@ redis.call('HINCRBY', K_META, 'bytes', bytes)
 return out
 """
 
+# ARGV: mpfx, then per message: payload, enqueued_at, attempts, state,
+# not_before ms ('' for none), number of errors, error JSON...
+_RESTORE = """
+local out = {}
+local i = 2
+while i <= #ARGV do
+  local payload, at, attempts, state, nb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local nerr = tonumber(ARGV[i + 5])
+  local id = redis.call('HINCRBY', K_META, 'last_id', 1)
+  local h = mkey(id)
+  redis.call('HSET', h, 'p', payload, 'at', at, 'n', attempts, 'tok', 0)
+  for j = 1, nerr do redis.call('RPUSH', ekey(id), ARGV[i + 5 + j]) end
+  if state == 'failed' then
+    redis.call('HSET', h, 'st', 'failed')
+    redis.call('ZADD', K_FAILED, id, id)
+  elseif state == 'delayed' and nb ~= '' and tonumber(nb) > NOW then
+    redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
+    redis.call('ZADD', K_DELAYED, id, id)
+    redis.call('ZADD', K_DUE, tonumber(nb), id)
+  else
+    enqueue(id, h)
+  end
+  redis.call('HINCRBY', K_META, 'bytes', #payload)
+  out[#out + 1] = id
+  i = i + 6 + nerr
+end
+redis.call('HINCRBY', K_META, 'enqueued', #out)
+return out
+"""
+
 # ARGV: mpfx, owner, visibility_timeout_ms, limit
 # -> {deliveries, ms until something falls due (-1: nothing), last stream id}
 _TAKE = """
@@ -528,6 +558,7 @@ class RedisBackend(Backend):
                 ("delete", _DELETE),
                 ("purge", _PURGE),
                 ("repair", _REPAIR),
+                ("restore", _RESTORE),
             )
         }
         self._known_topics = set()
@@ -681,6 +712,21 @@ class RedisBackend(Backend):
         delay_ms = math.ceil(delay * 1000) if delay > 0 else 0
         res = self._run("settle", topic, mid, tok, outcome, delay_ms, err, MAX_ERRORS_KEPT)
         return int(res) == 1
+
+    def restore(self, topic: str, records: list[Record]) -> list[int]:
+        """Store messages taken from another location as they were there:
+        same payload, state (ready, delayed or failed), attempts, enqueue
+        time, remaining delay and errors; new ids. Not limited by
+        ``max_queue_size`` (used by ``manage.py dqmigrate``)."""
+        self._note_topic(topic)
+        args: list[Any] = []
+        for r in records:
+            nb = "" if r.not_before is None else str(math.ceil(r.not_before * 1000))
+            args += [r.payload, repr(float(r.enqueued_at)), r.attempts, r.state, nb, len(r.errors)]
+            args += [json.dumps(e, default=str) for e in r.errors]
+        if not records:
+            return []
+        return [int(i) for i in self._run("restore", topic, *args)]
 
     def topics(self) -> list[str]:
         client = self._redis()
