@@ -25,6 +25,7 @@ import fcntl
 import json
 import mmap
 import os
+import random
 import secrets
 import socket
 import struct
@@ -33,7 +34,6 @@ import time
 import weakref
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import msgpack
@@ -395,6 +395,60 @@ def _write_skip(slab: _Slab, off: int, upto: int) -> None:
 # -- one topic in one process ----------------------------------------------------
 
 
+class _Locked:
+    """The topic's lock: a thread lock inside the process, a flock across
+    processes (re-entrant: only the outermost level takes the flock)."""
+
+    __slots__ = ("t", "depth")
+
+    def __init__(self, t: _Topic) -> None:
+        self.t = t
+        self.depth = 0
+
+    def __enter__(self) -> None:
+        t = self.t
+        t.tlock.acquire()
+        if self.depth:
+            self.depth += 1
+            return
+        try:
+            fcntl.flock(t.lock_fd, fcntl.LOCK_EX)
+        except BaseException:
+            t.tlock.release()
+            raise
+        self.depth = 1
+        try:
+            if t.intent.active:
+                t._recover_crash()
+            elif t.meta.needs_recount:
+                t._recount()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if not self.depth:
+            fcntl.flock(self.t.lock_fd, fcntl.LOCK_UN)
+        self.t.tlock.release()
+
+
+class _Change:
+    __slots__ = ("t",)
+
+    def __init__(self, t: _Topic) -> None:
+        self.t = t
+
+    def __enter__(self) -> None:
+        pass
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            self.t._commit()
+        else:
+            self.t._rollback()
+
+
 class _Topic:
     def __init__(self, backend: SlabBackend, name: str, path: str) -> None:
         self.backend = backend
@@ -407,6 +461,9 @@ class _Topic:
         self.known: list[list[int]] = [[], [], []]  # existing slab seqs per log
         self.ops_since_sync = 0
         self.last_sync = time.monotonic()
+        self.appended: list[tuple[_Slab, int]] = []
+        self._locked = _Locked(self)
+        self._change = _Change(self)
         os.makedirs(path, exist_ok=True)
         self.lock_fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.sync_fd = os.open(os.path.join(path, "sync"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -427,6 +484,7 @@ class _Topic:
             finally:
                 os.close(fd)
             self.meta = _Meta.from_buffer(self.meta_mm)
+            self.meta_addr = ctypes.addressof(self.meta)
             self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
             if self.meta.magic != META_MAGIC:
                 if self._list_slabs_any():
@@ -458,31 +516,35 @@ class _Topic:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     # -- locking and the undo record ------------------------------------------
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        with self.tlock:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
-            try:
-                if self.intent.active:
-                    self._recover_crash()
-                elif self.meta.needs_recount:
-                    self._recount()
-                yield
-            finally:
-                fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+    def locked(self) -> _Locked:
+        """``with t.locked():`` holds the topic's thread lock and flock."""
+        return self._locked
 
-    @contextmanager
-    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0) -> Iterator[None]:
-        """One change of the topic (called with the lock held). The counters
-        are copied first; a process killed in the middle leaves the copy and
-        the record of what it was doing for the next lock holder."""
-        self.meta_mm[SNAPSHOT_OFF : SNAPSHOT_OFF + META_HDR] = self.meta_mm[0:META_HDR]
+    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0) -> _Change:
+        """``with t.change(...):`` one change of the topic (lock held). The
+        counters are copied first; a process killed in the middle leaves the
+        copy and the record of what it was doing for the next lock holder. An
+        exception inside rolls the change back (a put that raised DiskFull
+        half-way must never reappear)."""
+        # memmove, not slicing: this runs for every put, take and settle.
+        ctypes.memmove(self.meta_addr + SNAPSHOT_OFF, self.meta_addr, META_HDR)
         i = self.intent
         i.op, i.log, i.seq, i.off = op, log, seq, off
         i.active = 1
-        yield
+        self.appended.clear()
+        return self._change
+
+    def _commit(self) -> None:
         self.meta.op_seq += 1
-        i.active = 0
+        self.intent.active = 0
+
+    def _rollback(self) -> None:
+        for slab, off in reversed(self.appended):
+            slab.mm[off : off + 4] = b"\0\0\0\0"  # no longer an entry, never adopted
+            slab.hdr.live = max(0, slab.hdr.live - 1)
+        self.appended.clear()
+        ctypes.memmove(self.meta_addr, self.meta_addr + SNAPSHOT_OFF, META_HDR)
+        self.intent.active = 0
 
     def _recover_crash(self) -> None:
         """The last lock holder died mid-change: put back the counters it
@@ -623,6 +685,7 @@ class _Topic:
         if _CRASH_AT:
             _crash("append.after_header")
         lm.tail_off = off + size
+        self.appended.append((slab, off))
         return slab.seq, off
 
     def _new_slab(self, log: int, size: int) -> _Slab:
@@ -870,6 +933,7 @@ class SlabBackend(Backend):
         self._owner_id = 0
         self._owner_fd = -1
         self._pid = os.getpid()
+        self._rng = random.Random(secrets.randbits(128))  # lease tokens
         self._dead_owners: dict[int, bool] = {}
         _instances.add(self)
 
@@ -894,6 +958,7 @@ class SlabBackend(Backend):
         self._owner_fd, self._owner_id = -1, 0
         self._lock = threading.Lock()
         self._pid = os.getpid()
+        self._rng = random.Random(secrets.randbits(128))
 
     def _owner(self) -> int:
         if self._owner_id:
@@ -945,8 +1010,7 @@ class SlabBackend(Backend):
             return f"{owner:016x}"
 
     def _topic(self, name: str, create: bool = True) -> _Topic | None:
-        if self._pid != os.getpid():
-            self._forked()
+        # A forked child is handled by the os.register_at_fork hook.
         t = self._topics.get(name)
         if t is not None:
             return t
@@ -1152,7 +1216,7 @@ class SlabBackend(Backend):
             if len(out) >= limit:
                 pos = (e.slab.seq, e.off)
                 break
-            token = secrets.randbits(63) | 1
+            token = self._rng.getrandbits(63) | 1
             attempts = e.attempts + 1
             with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
                 e.set(TAKEN, attempts, owner, token, lease_until)
@@ -1162,6 +1226,8 @@ class SlabBackend(Backend):
             out.append(Delivery(e.id, e.payload(), attempts, e.enqueued_at,
                                 (e.slab.seq, e.off, token), e.errors()))
             pos = (e.slab.seq, e.off + e.size)
+            if len(out) >= limit:
+                break
         else:
             pos = self.tail_pos(t) if not damaged else pos
         if damaged:
