@@ -965,11 +965,17 @@ class SlabBackend(Backend):
             return self._owner_id
         owner = secrets.randbits(63) | 1
         path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _disk_error(path, exc) from exc
         # Held for the life of the process: the kernel drops it on any death,
         # kill -9 included, which is how other processes know the owner died.
         fcntl.flock(fd, fcntl.LOCK_EX)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+        try:
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+        except OSError:
+            pass  # only a label for the dashboard; the lock is what counts
         self._owner_fd, self._owner_id = fd, owner
         return owner
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
 from django.core.management import get_commands
 from django.core.management.base import BaseCommand
+
+from dqadmin.demo.produce import produce
+from dqadmin.queues import get_queues
 
 
 class Command(BaseCommand):
@@ -23,6 +27,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--addrport", default="127.0.0.1:8000")
         parser.add_argument("--no-consumers", action="store_true", help="Start only the dashboard.")
+        parser.add_argument(
+            "--demo",
+            type=int,
+            default=10,
+            metavar="N",
+            help="Scatter N demo messages between q1 and q2 at start, like the seed's demo (0: none).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         manage = [sys.executable, "manage.py"]
@@ -31,6 +42,12 @@ class Command(BaseCommand):
             commands.append(manage + ["runconsumers"])
         children = [subprocess.Popen(cmd) for cmd in commands]
         self.stdout.write(f"Dashboard on http://{options['addrport']}/ — Ctrl-C stops everything.")
+        if options["demo"] > 0:
+            # A gentle stream (2 a second) so the consumers' log lines show
+            # the messages flowing; the dashboard's demo form sends more.
+            threading.Thread(
+                target=produce, args=(get_queues(), options["demo"]), kwargs={"rate": 2.0}, daemon=True
+            ).start()
 
         stopping = False
 
