@@ -216,9 +216,7 @@ def test_what_outlives_the_grace_period_is_given_back(
     assert queues.peek("q1", mid).state == "ready"
 
 
-def test_stop_in_a_hurry_gives_back_at_once(
-    queues: Queues, registry: ConsumerRegistry
-) -> None:
+def test_stop_in_a_hurry_gives_back_at_once(queues: Queues, registry: ConsumerRegistry) -> None:
     started, release = threading.Event(), threading.Event()
     registry.consumer("q1")(lambda v: (started.set(), release.wait(10)))
     queues.put("q1", 1)
