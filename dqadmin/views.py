@@ -194,8 +194,9 @@ def _interval(request: HttpRequest) -> int:
 def _int_param(raw: str | None, name: str, low: int, high: int | None = None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():  # no sign, no spaces, no "1e3"
-        raise BadParameter(f"{name} must be a whole number, not {raw!r}")
+    # ASCII digits only: no sign, spaces, "1e3" or "²"; and short enough for int().
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:
+        raise BadParameter(f"{name} must be a whole number below 10^19, not {raw[:40]!r}")
     value = int(raw)
     if value < low or (high is not None and value > high):
         raise BadParameter(f"{name} must be between {low} and {high}" if high else f"{name} must be at least {low}")

@@ -106,7 +106,7 @@ def test_failed_state_filter(op_client: Client, qs: Queues) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["state=bogus", "after=x", "after=-1", "limit=0", "limit=100000", "limit=1e3", "every=3", "every=x"],
+    ["state=bogus", "after=x", "after=-1", "after=" + "9" * 5000, "limit=0", "limit=100000", "limit=1e3", "every=3", "every=x"],
 )
 def test_bad_browser_params_are_400(op_client: Client, qs: Queues, query: str) -> None:
     qs.put("q1", 1)
@@ -127,7 +127,10 @@ def test_unknown_or_invalid_topic_is_404(op_client: Client, qs: Queues, topic: s
     assert "nope" not in qs.topics()  # looking never creates a topic
 
 
-@pytest.mark.parametrize("mid,status", [("abc", 400), ("0", 400), ("-1", 400), ("1.5", 400), ("99", 404)])
+@pytest.mark.parametrize(
+    "mid,status",
+    [("abc", 400), ("0", 400), ("-1", 400), ("1.5", 400), ("²", 400), ("1" * 5000, 400), ("99", 404), ("9" * 19, 404)],
+)
 def test_bad_message_ids(op_client: Client, qs: Queues, mid: str, status: int) -> None:
     qs.put("q1", 1)
     assert op_client.get(reverse("dqadmin:message", args=["q1", mid])).status_code == status
