@@ -963,6 +963,12 @@ class SlabBackend(Backend):
     def _owner(self) -> int:
         if self._owner_id:
             return self._owner_id
+        with self._lock:  # two threads' first takes must share one identity
+            if not self._owner_id:
+                self._make_owner()
+            return self._owner_id
+
+    def _make_owner(self) -> None:
         owner = secrets.randbits(63) | 1
         path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
         try:
@@ -977,7 +983,6 @@ class SlabBackend(Backend):
         except OSError:
             pass  # only a label for the dashboard; the lock is what counts
         self._owner_fd, self._owner_id = fd, owner
-        return owner
 
     def _owner_alive(self, owner: int) -> bool:
         if owner == self._owner_id:

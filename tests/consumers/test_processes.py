@@ -19,16 +19,6 @@ from .conftest import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE = 30.0  # generous: only a hang ever reaches it
 
-# queuecore.slab bug (reported to the lead): SlabBackend._owner() is not
-# guarded by a lock, so when several threads of a fresh process take at
-# once, two owner ids are made and one thread's lease names the one that
-# was replaced: its complete() is refused and the message stays in progress
-# (the lost owner's flock is held until the process exits). Tests whose
-# subject is not concurrency run one worker thread; these need several.
-SLAB_OWNER_RACE = pytest.mark.xfail(
-    reason="queuecore.slab: SlabBackend._owner() races between threads (first takes)", strict=False
-)
-
 
 class Child:
     """Start manage.py commands with the test app and a queue in tmp_path."""
@@ -119,7 +109,6 @@ def exited(proc: subprocess.Popen[bytes]) -> int:
         pytest.fail(f"process {proc.pid} did not exit within {DEADLINE} s")
 
 
-@SLAB_OWNER_RACE
 def test_runconsumers_handles_what_dqproduce_put(child: Child, qs: Queues) -> None:
     proc = child.start("runconsumers", "q1", "q2")
     wait_for(
@@ -239,7 +228,6 @@ def test_kill_9_then_a_new_consumer_handles_every_message(child: Child, qs: Queu
     assert all(b.get("pid") != proc.pid for b in qs.backend.heartbeats())
 
 
-@SLAB_OWNER_RACE
 def test_concurrent_workers_on_slab_settle_their_leases(child: Child, qs: Queues) -> None:
     ids = qs.put_many("work", [{"n": n} for n in range(20)])
     done = child.run("runconsumers", "work", "--burst", "--concurrency", "4")
