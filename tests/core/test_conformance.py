@@ -314,6 +314,16 @@ def test_retry_reason_is_kept(qs: Queues) -> None:
     assert [e["reason"] for e in task.errors] == ["flaky"]
 
 
+def test_only_the_newest_errors_are_kept(qs: Queues) -> None:
+    mid = qs.put("q1", "x")
+    for attempt in range(1, 13):
+        assert take_soon(qs).retry(reason=f"try {attempt}")
+    assert take_soon(qs).fail("last")
+    errors = qs.peek("q1", mid).errors
+    assert [e["reason"] for e in errors] == [f"try {i}" for i in range(4, 13)] + ["last"]
+    assert [e["attempt"] for e in errors] == list(range(4, 14))
+
+
 def test_fail_goes_to_the_failed_store_with_its_reason(qs: Queues) -> None:
     mid = qs.put("q1", {"k": 1})
     qs.put("q1", "next")
@@ -659,14 +669,17 @@ def test_a_put_that_failed_never_reappears(make_queues: QueuesFactory) -> None:
     assert [t.value for t in drain(qs)] == ["later"]
 
 
-def test_room_made_by_a_complete_lets_a_waiting_put_in(make_queues: QueuesFactory) -> None:
+@pytest.mark.parametrize("put_timeout", [SOON, None], ids=["timeout", "no-timeout"])
+def test_room_made_by_a_complete_lets_a_waiting_put_in(
+    make_queues: QueuesFactory, put_timeout: float | None
+) -> None:
     qs, other = make_queues(max_queue_size=1), make_queues(max_queue_size=1)
     qs.put("q1", "first")
     result: list[Any] = []
 
     def put() -> None:
         try:
-            result.append(other.put("q1", "second", timeout=SOON))
+            result.append(other.put("q1", "second", timeout=put_timeout))
         except QueueError as exc:  # reported below
             result.append(exc)
 

@@ -285,8 +285,8 @@ class SlabModel(QueueModel):
     backend = "slab"
 
 
-MemoryModel.TestCase.settings = settings(max_examples=100, **MODEL_SETTINGS)
-SlabModel.TestCase.settings = settings(max_examples=75, **MODEL_SETTINGS)
+MemoryModel.TestCase.settings = settings(max_examples=150, **MODEL_SETTINGS)
+SlabModel.TestCase.settings = settings(max_examples=120, **MODEL_SETTINGS)
 
 TestMemoryModel = MemoryModel.TestCase
 TestSlabModel = pytest.mark.skipif(not HAS_SLAB, reason=NO_SLAB)(SlabModel.TestCase)
