@@ -42,7 +42,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 
 from dqadmin import metrics
@@ -666,7 +666,13 @@ def _job(job_id: str) -> Any:
 @require_GET
 def demo_job(request: HtmxHttpRequest, job_id: str) -> HttpResponse:
     """One job's progress bar (polled while it runs)."""
-    return render(request, "dqadmin/_job.html", {"job": _job(job_id), "can_act": can_act(request)})
+    try:
+        job = _job(job_id)
+    except NotFound:
+        if request.htmx:  # a restarted server (or another worker): stop this bar's polling
+            return HttpResponseStopPolling()
+        raise
+    return render(request, "dqadmin/_job.html", {"job": job, "can_act": can_act(request)})
 
 
 @dashboard_view(act=True)

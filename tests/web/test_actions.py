@@ -166,6 +166,8 @@ def test_demo_form_errors(op_client: Client, qs: Queues, data: dict) -> None:
 def test_unknown_job_is_404(op_client: Client, qs: Queues) -> None:
     assert op_client.get(reverse("dqadmin:demo_job", args=["999999"])).status_code == 404
     assert op_client.get(reverse("dqadmin:demo_job", args=["x"])).status_code == 400
+    # A polling bar whose job this process does not know stops polling (htmx's 286).
+    assert op_client.get(reverse("dqadmin:demo_job", args=["999999"]), headers=HTMX).status_code == 286
 
 
 def test_disk_full_is_503(op_client: Client, qs: Queues, monkeypatch: pytest.MonkeyPatch) -> None:
