@@ -112,3 +112,13 @@ def compact(value: Any, limit: int = 100) -> str:
     except (TypeError, ValueError):
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@register.simple_tag(takes_context=True)
+def user_can_act(context: template.Context) -> bool:
+    """Whether the request's user may act on the queues (staff with the
+    ``dqadmin.change_queues`` permission), for the "read-only" badge."""
+    from dqadmin.views import can_act
+
+    request = context.get("request")
+    return request is not None and can_act(request)

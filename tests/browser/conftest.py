@@ -145,12 +145,14 @@ def login_state(browser: Any, server: Server, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture
 def page(browser: Any, login_state: str, server: Server) -> Iterator[Any]:
-    """A logged-in page; the test fails on any JavaScript error."""
+    """A logged-in page; the test fails on any JavaScript or console error."""
     context = browser.new_context(storage_state=login_state, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # htmx reports bad trigger syntax and failed swaps on the console.
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     yield page
     context.close()
     assert not errors, errors

@@ -146,3 +146,9 @@ def test_csrf_header_for_htmx(operator: object, qs: Queues) -> None:
     data = {"count": 0, "topics": "q1", "rate": 0}
     assert client.post(url, data, headers=HTMX).status_code == 403
     assert client.post(url, data, headers={**HTMX, "X-CSRFToken": token}).status_code == 200
+
+
+def test_confirm_pages_do_not_call_an_operator_read_only(op_client: Client, qs: Queues) -> None:
+    mid = qs.put("q1", 1)
+    for url in (reverse("dqadmin:purge", args=["q1"]), reverse("dqadmin:delete", args=["q1"]) + f"?id={mid}"):
+        assert b"read-only" not in op_client.get(url).content
