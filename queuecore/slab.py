@@ -141,6 +141,7 @@ class _Meta(ctypes.Structure):
         ("sync_error_op", ctypes.c_uint64),
         ("clean", ctypes.c_uint32),
         ("needs_recount", ctypes.c_uint32),
+        ("room_waiters", ctypes.c_int64),  # puts waiting for room under max_queue_size
         ("logs", _LogMeta * 3),
     ]
 
@@ -309,8 +310,12 @@ class _Entry:
         "status", "attempts", "owner", "token", "deadline", "mut_ok",
     )
 
-    def __init__(self, slab: _Slab, off: int) -> None:
-        magic, plen, xlen, _crc, mid, enq, nb = HEAD.unpack_from(slab.mm, off)
+    def __init__(self, slab: _Slab, off: int,
+                 head: tuple[int, int, int, float, float] | None = None) -> None:
+        if head is None:
+            _magic, plen, xlen, _crc, mid, enq, nb = HEAD.unpack_from(slab.mm, off)
+        else:
+            plen, xlen, mid, enq, nb = head
         status, attempts, owner, token, deadline, mcrc = MUT.unpack_from(slab.mm, off + MUT_OFF)
         self.slab, self.off = slab, off
         self.plen, self.xlen = plen, xlen
@@ -356,7 +361,7 @@ def _check_entry(slab: _Slab, off: int, end: int) -> _Entry | None:
     body = off + HEADER_SIZE
     if zlib.crc32(slab.mv[body : body + plen + xlen], c) != crc:
         return None
-    return _Entry(slab, off)
+    return _Entry(slab, off, (plen, xlen, mid, enq, nb))
 
 
 def _skip_len(slab: _Slab, off: int, end: int) -> int | None:
@@ -509,7 +514,7 @@ class _Topic:
             elif self.meta.needs_recount:
                 self._recount()
             if alone:
-                self.meta.waiters = 0
+                self.meta.waiters = self.meta.room_waiters = 0
             self.meta.clean = 0
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
@@ -871,7 +876,7 @@ class _Topic:
                     except BlockingIOError:
                         last = False
                     if last and not self.intent.active:
-                        self.meta.waiters = 0
+                        self.meta.waiters = self.meta.room_waiters = 0
                         self.meta.clean = 1
                         self.meta_mm.flush()
                 finally:
@@ -1123,7 +1128,7 @@ class SlabBackend(Backend):
                             watch = _wake.Watch(t.bell_path)
                             continue  # look again now that the watch is set
                         if not registered:
-                            m.waiters += 1
+                            m.room_waiters += 1
                             registered = True
                     else:
                         ids = self._append_ready(t, payloads)
@@ -1134,7 +1139,7 @@ class SlabBackend(Backend):
         finally:
             if registered:
                 with t.locked():
-                    t.meta.waiters = max(0, t.meta.waiters - 1)
+                    t.meta.room_waiters = max(0, t.meta.room_waiters - 1)
             if watch is not None:
                 watch.close()
         if waiters > 0:
@@ -1205,11 +1210,31 @@ class SlabBackend(Backend):
             out = self._claim_once(t, limit, owner)  # after a rebuild
         return out
 
+    def _lease(self, t: _Topic, e: _Entry, owner: int, lease_until: float) -> Delivery:
+        m = t.meta
+        lm = m.logs[MAIN]
+        token = self._rng.getrandbits(63) | 1
+        attempts = e.attempts + 1
+        with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
+            e.set(TAKEN, attempts, owner, token, lease_until)
+            m.ready -= 1
+            m.in_progress += 1
+            lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
+        return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token), e.errors())
+
     def _claim_once(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
         m = t.meta
         lm = m.logs[MAIN]
         out: list[Delivery] = []
         lease_until = _now() + self.visibility_timeout
+        if limit == 1:
+            # The common case: the entry at the cursor is the one to take.
+            seq = int(lm.cursor_seq)
+            slab = t.slabs.get((MAIN, seq))
+            if slab is not None:
+                e = _check_entry(slab, int(lm.cursor_off), slab.end(t.tail(MAIN)))
+                if e is not None and e.status == READY:
+                    return [self._lease(t, e, owner, lease_until)]
         damaged = False
 
         def on_damage(slab: _Slab | None, off: int, nxt: int) -> None:
@@ -1227,15 +1252,7 @@ class SlabBackend(Backend):
             if len(out) >= limit:
                 pos = (e.slab.seq, e.off)
                 break
-            token = self._rng.getrandbits(63) | 1
-            attempts = e.attempts + 1
-            with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
-                e.set(TAKEN, attempts, owner, token, lease_until)
-                m.ready -= 1
-                m.in_progress += 1
-                lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
-            out.append(Delivery(e.id, e.payload(), attempts, e.enqueued_at,
-                                (e.slab.seq, e.off, token), e.errors()))
+            out.append(self._lease(t, e, owner, lease_until))
             pos = (e.slab.seq, e.off + e.size)
             if len(out) >= limit:
                 break
@@ -1363,7 +1380,7 @@ class SlabBackend(Backend):
             if e.deadline <= _now():
                 # The lease ran out: the message belongs to the next taker.
                 self._move(t, e, MAIN, OP_RECLAIM)
-                waiters = m.waiters
+                wake = m.waiters > 0
                 ok = False
             else:
                 ok = True
@@ -1382,9 +1399,13 @@ class SlabBackend(Backend):
                         self._move(t, e, MAIN, OP_RETRY, error)
                 else:
                     self._move(t, e, FAILED, OP_FAIL, error)
-                waiters = m.waiters
+                # Wake takers only when a message became ready (or delayed: a
+                # waiter must learn its due time); wake puts waiting under
+                # max_queue_size when room was made.
+                made_ready = outcome == "retry"
+                wake = (made_ready and m.waiters > 0) or (not made_ready and m.room_waiters > 0)
             op = int(m.op_seq)
-        if waiters > 0:
+        if wake:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_take)
         return ok
@@ -1585,7 +1606,7 @@ class SlabBackend(Backend):
             if state == "completed":
                 raise MessageNotFound(topic, id, "ready, delayed, in_progress or failed")
             self._remove(t, e, state)
-            waiters = t.meta.waiters
+            waiters = t.meta.room_waiters
         if waiters:
             _wake.ring(t.bell_fd)
         self._after_write(t, int(t.meta.op_seq), self.fsync_put)
@@ -1601,7 +1622,7 @@ class SlabBackend(Backend):
             for e, s in self._scan(t, states, 0, None):
                 self._remove(t, e, s)
                 n += 1
-            waiters = t.meta.waiters
+            waiters = t.meta.room_waiters
         if n:
             if waiters:
                 _wake.ring(t.bell_fd)
