@@ -13,10 +13,13 @@ environment variable, so the same code runs in development and production:
   the queue itself never touches it.
 - ``DQ_LOCATION``: where the queues live: a directory (slab files, the
   default ``var/queues``), ``memory://`` or ``redis://host:port/db``.
+- ``DQ_OPTIONS``: a JSON object of queuecore options, e.g.
+  ``{"fsync_put": false}`` or ``{"prefix": "myapp"}`` for Redis.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -131,7 +134,7 @@ LOGIN_REDIRECT_URL = "dqadmin:overview"
 # The queue: see dqadmin/conf.py for every key and its default.
 DQ = {
     "LOCATION": os.environ.get("DQ_LOCATION", str(VAR_DIR / "queues")),
-    "OPTIONS": {},
+    "OPTIONS": json.loads(os.environ.get("DQ_OPTIONS") or "{}"),
 }
 
 LOGGING = {
