@@ -96,6 +96,13 @@ class Backend:
         """The message with this id, in whatever state; MessageNotFound."""
         raise NotImplementedError("Backend.peek(topic, id) -> Record")
 
+    def restore(self, topic: str, records: list[Record]) -> list[int]:
+        """Store messages read from another location as they were there
+        (state ready, delayed or failed; attempts, enqueue time, due time,
+        errors), under new ids, not limited by ``max_queue_size``. Used by
+        ``manage.py dqmigrate``."""
+        raise NotImplementedError("Backend.restore(topic, records) -> list[int]")
+
     def requeue(self, topic: str, id: int) -> None:
         """Make a delayed, in-progress or failed message ready now."""
         raise NotImplementedError("Backend.requeue(topic, id)")

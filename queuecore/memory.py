@@ -153,6 +153,27 @@ class MemoryBackend(Backend):
             self._cond.notify_all()
             return ids
 
+    def restore(self, topic: str, records: list[Record]) -> list[int]:
+        ids: list[int] = []
+        now = time.time()
+        with self._cond:
+            t = self._topic(topic)
+            for r in records:
+                e = _Entry(id=t.next_id, payload=bytes(r.payload), enqueued_at=r.enqueued_at,
+                           attempts=r.attempts, errors=tuple(r.errors))
+                t.next_id += 1
+                t.counters["enqueued"] += 1
+                t.entries[e.id] = e
+                if r.state == "failed":
+                    e.state = "failed"
+                elif r.state == "delayed" and r.not_before and r.not_before > now:
+                    e.state, e.not_before = "delayed", r.not_before
+                else:
+                    t.ready[e.id] = None
+                ids.append(e.id)
+            self._cond.notify_all()
+        return ids
+
     def take(self, topic: str, limit: int, timeout: float | None) -> list[Delivery]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:

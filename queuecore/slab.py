@@ -1163,6 +1163,35 @@ class SlabBackend(Backend):
             m.ready += len(payloads)
         return list(range(first, first + len(payloads)))
 
+    def restore(self, topic: str, records: list[Record]) -> list[int]:
+        t = self._get(topic)
+        ids: list[int] = []
+        now = _now()
+        with t.locked():
+            m = t.meta
+            for r in records:
+                extra = msgpack.packb(list(r.errors), use_bin_type=True) if r.errors else b""
+                with t.change(OP_PUT):
+                    mid = int(m.next_id)
+                    if r.state == "failed":
+                        t.append(FAILED, mid, r.payload, extra, r.enqueued_at, 0.0, r.attempts)
+                        m.failed += 1
+                    elif r.state == "delayed" and r.not_before and r.not_before > now:
+                        t.append(DELAYED, mid, r.payload, extra, r.enqueued_at, r.not_before, r.attempts)
+                        m.delayed += 1
+                        m.next_due = r.not_before if not m.next_due else min(m.next_due, r.not_before)
+                    else:
+                        t.append(MAIN, mid, r.payload, extra, r.enqueued_at, 0.0, r.attempts)
+                        m.ready += 1
+                    m.next_id = mid + 1
+                    m.enqueued += 1
+                ids.append(mid)
+            waiters = m.waiters
+        if waiters:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+        return ids
+
     def take(self, topic: str, limit: int, timeout: float | None) -> list[Delivery]:
         t = self._get(topic)
         owner = self._owner()

@@ -11,6 +11,7 @@ are (stop the consumers first, or run the command again later).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -36,8 +37,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--failed-as-ready",
             action="store_true",
-            help="When the destination cannot store failed messages as failed, "
-            "move them as ready (they will run again) instead of leaving them behind.",
+            help="Move failed messages as ready (they will run again) instead of failed.",
         )
 
     def _open(self, location: str) -> Queues:
@@ -74,35 +74,20 @@ class Command(BaseCommand):
             missing = sorted(set(topics) - set(source.topics()))
             if missing:
                 raise CommandError(f"No topic named {missing[0]!r} in {source.location}.")
-        restore = getattr(destination.backend, "restore", None)
-        states = MOVED_STATES
-        if restore is None and not options["failed_as_ready"]:
-            states = ("ready", "delayed")
         stats = source.stats()
-        total = sum(stats[t][s] for t in topics for s in states)
+        total = sum(stats[t][s] for t in topics for s in MOVED_STATES)
         self.stdout.write(
             f"Moving {total} message(s) of {len(topics)} topic(s) "
             f"from {source.location} to {destination.location}."
         )
         moved = 0
         self._bar(moved, total)
-        src = source.backend
         for topic in topics:
-            for state in states:
+            for state in MOVED_STATES:
                 moved = self._move(
-                    src, destination.backend, topic, state, options["batch"], moved, total
+                    source.backend, destination.backend, topic, state, options, moved, total
                 )
         self.stdout.write("")
-        left_failed = sum(stats[t]["failed"] for t in topics) if "failed" not in states else 0
-        if left_failed:
-            self.stdout.write(
-                f"{left_failed} failed message(s) left in {source.location}: the destination "
-                "cannot keep them failed; use --failed-as-ready to move them as ready."
-            )
-        if restore is None and sum(stats[t]["delayed"] for t in topics):
-            self.stdout.write(
-                "Delayed messages were moved as ready (the destination cannot delay them)."
-            )
         in_progress = sum(source.stats().get(t, {}).get("in_progress", 0) for t in topics)
         if in_progress:
             self.stdout.write(
@@ -112,20 +97,20 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"Moved {moved} message(s)."))
 
     def _move(
-        self, src: Backend, dst: Backend, topic: str, state: str, batch: int, moved: int, total: int
+        self, src: Backend, dst: Backend, topic: str, state: str, options: dict[str, Any],
+        moved: int, total: int,
     ) -> int:
-        restore = getattr(dst, "restore", None)
         after = 0
         while True:
-            records: list[Record] = src.messages(topic, state, after, batch)
+            records: list[Record] = src.messages(topic, state, after, options["batch"])
             if not records:
                 return moved
             after = records[-1].id
-            # First on the destination (one call: all or none), then off the source.
-            if restore is not None:
-                restore(topic, records)
-            else:
-                dst.put(topic, [r.payload for r in records], None)
+            if state == "failed" and options["failed_as_ready"]:
+                records = [replace(r, state="ready") for r in records]
+            # First on the destination (one call: all or none), then off the
+            # source: state, attempts, due time and errors travel along.
+            dst.restore(topic, records)
             for record in records:
                 try:
                     src.delete(topic, record.id)
