@@ -288,7 +288,9 @@ class MemoryBackend(Backend):
 
     def requeue_failed(self, topic: str) -> int:
         with self._cond:
-            t = self._topic(topic)
+            t = self._store.topics.get(topic)
+            if t is None:
+                return 0
             failed = sorted(i for i, e in t.entries.items() if e.state == "failed")
             for mid in failed:
                 self._make_ready(t, t.entries[mid])
@@ -306,7 +308,9 @@ class MemoryBackend(Backend):
     def purge(self, topic: str, state: str | None) -> int:
         states = {"ready", "delayed"} if state is None else {state}
         with self._cond:
-            t = self._topic(topic)
+            t = self._store.topics.get(topic)
+            if t is None:
+                return 0
             gone = [i for i, e in t.entries.items() if e.state in states]
             for mid in gone:
                 t.ready.pop(mid, None)

@@ -491,16 +491,9 @@ def test_peek_a_completed_message_is_gone_or_completed(qs: Queues) -> None:
 
 
 def test_looking_at_or_cleaning_an_unknown_topic_does_not_create_it(
-    make_queues: QueuesFactory, request: pytest.FixtureRequest
+    make_queues: QueuesFactory,
 ) -> None:
     # An operator's typo (dq purge ordres) must not make a topic appear.
-    if make_queues.backend == "memory":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=False,
-                reason="memory backend: requeue_failed() and purge() create an unknown topic",
-            )
-        )
     qs = make_queues()
     qs.put("real", 1)
     assert qs.messages("ghost") == []
