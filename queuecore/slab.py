@@ -167,6 +167,7 @@ SNAPSHOT_OFF = 2048
 assert ctypes.sizeof(_Meta) <= META_HDR
 OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
 
+SIDE_SLAB_SIZE = 1024 * 1024  # slab size of the delayed and failed logs
 RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
 MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
 
@@ -698,7 +699,10 @@ class _Topic:
         old = self.slab(log, int(lm.tail_seq)) if lm.tail_seq else None
         seq = int(lm.tail_seq) + 1 if lm.tail_seq else max(self.seqs(log) or [0]) + 1
         b = self.backend
-        slab = _Slab.create(self.path, log, seq, max(b.slab_size, SLAB_HEADER_SIZE + size), b.durable)
+        # The delayed and failed logs are usually small: smaller slabs, so a
+        # topic with one failed message does not reserve another 64 MiB.
+        base = b.slab_size if log == MAIN else min(b.slab_size, SIDE_SLAB_SIZE)
+        slab = _Slab.create(self.path, log, seq, max(base, SLAB_HEADER_SIZE + size), b.durable)
         self.slabs[(log, seq)] = slab
         if old is not None:
             old.hdr.end = lm.tail_off  # sealed: scanners stop here
