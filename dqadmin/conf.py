@@ -7,6 +7,7 @@ Everything lives in one ``DQ`` dict in the project's settings::
         "OPTIONS": {"fsync_put": True},  # keyword arguments of queuecore.Queues
         "HEARTBEAT_INTERVAL": 2.0,     # seconds between consumer heartbeats
         "CONSUMER_TIMEOUT": 15.0,      # a consumer silent this long is shown as dead
+        "API_TOKEN": None,             # bearer token for api/stats and metrics
     }
 """
 
@@ -25,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_INTERVAL": 2.0,
     # A consumer whose last heartbeat is older than this is shown as gone.
     "CONSUMER_TIMEOUT": 15.0,
+    # Bearer token that lets a scraper read api/stats and metrics without a
+    # staff session (None: staff session only).
+    "API_TOKEN": None,
 }
 
 
@@ -55,6 +59,11 @@ class Settings:
     @property
     def CONSUMER_TIMEOUT(self) -> float:
         return float(self._get("CONSUMER_TIMEOUT"))
+
+    @property
+    def API_TOKEN(self) -> str | None:
+        value = self._get("API_TOKEN")
+        return str(value) if value else None
 
 
 conf = Settings()

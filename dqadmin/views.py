@@ -46,6 +46,7 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
 from dqadmin import metrics
+from dqadmin.conf import conf
 from dqadmin.history import chart, history_for
 from dqadmin.jobs import jobs
 from dqadmin.models import CHANGE_PERMISSION
@@ -166,8 +167,7 @@ def dashboard_view(
 
 
 def _token_ok(request: HttpRequest) -> bool:
-    dq = getattr(settings, "DQ", {})
-    token = dq.get("API_TOKEN") if isinstance(dq, dict) else None
+    token = conf.API_TOKEN
     if not token:
         return False
     header = request.headers.get("Authorization", "")

@@ -254,7 +254,9 @@ class MemoryBackend(Backend):
 
     def info(self, topic: str) -> dict[str, Any]:
         with self._cond:
-            t = self._topic(topic)
+            t = self._store.topics.get(topic)
+            if t is None:  # looking never creates a topic
+                return {"bytes": 0, "dropped": 0, "oldest_ready_at": None}
             oldest = next(iter(t.ready), None)
             return {
                 "bytes": sum(len(e.payload) for e in t.entries.values()),

@@ -1474,7 +1474,9 @@ class SlabBackend(Backend):
             }
 
     def info(self, topic: str) -> dict[str, Any]:
-        t = self._get(topic)
+        t = self._topic(topic, create=False)
+        if t is None:  # looking never creates a topic
+            return {"bytes": 0, "dropped": 0, "oldest_ready_at": None}
         size = 0
         for name in os.listdir(t.path):
             try:
@@ -1584,20 +1586,29 @@ class SlabBackend(Backend):
             e, state = self._find(t, id)
             return self._record(t, e, state)
 
+    def _find_unfinished(self, t: _Topic, mid: int) -> tuple[_Entry, str]:
+        e, state = self._find(t, mid)
+        if state == "completed":
+            raise MessageNotFound(t.name, mid, "ready, delayed, in_progress or failed")
+        return e, state
+
+    def _admin_done(self, t: _Topic, wake: bool) -> None:
+        """After an operator's change: wake whoever it concerns, then sync
+        as a put would."""
+        if wake:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+
     def requeue(self, topic: str, id: int) -> None:
         t = self._topic(topic, create=False)
         if t is None:
             raise MessageNotFound(topic, id)
         with t.locked():
-            e, state = self._find(t, id)
-            if state == "completed":
-                raise MessageNotFound(topic, id, "ready, delayed, in_progress or failed")
+            e, state = self._find_unfinished(t, id)
             if state != "ready":
                 self._move(t, e, MAIN, OP_MOVE)
-            waiters = t.meta.waiters
-        if waiters:
-            _wake.ring(t.bell_fd)
-        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+            wake = t.meta.waiters > 0
+        self._admin_done(t, wake)
 
     def requeue_failed(self, topic: str) -> int:
         t = self._topic(topic, create=False)
@@ -1609,11 +1620,9 @@ class SlabBackend(Backend):
                 if e.status == READY:
                     self._move(t, e, MAIN, OP_MOVE)
                     n += 1
-            waiters = t.meta.waiters
+            wake = t.meta.waiters > 0
         if n:
-            if waiters:
-                _wake.ring(t.bell_fd)
-            self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+            self._admin_done(t, wake)
         return n
 
     def _remove(self, t: _Topic, e: _Entry, state: str) -> None:
@@ -1635,14 +1644,10 @@ class SlabBackend(Backend):
         if t is None:
             raise MessageNotFound(topic, id)
         with t.locked():
-            e, state = self._find(t, id)
-            if state == "completed":
-                raise MessageNotFound(topic, id, "ready, delayed, in_progress or failed")
+            e, state = self._find_unfinished(t, id)
             self._remove(t, e, state)
-            waiters = t.meta.room_waiters
-        if waiters:
-            _wake.ring(t.bell_fd)
-        self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+            wake = t.meta.room_waiters > 0
+        self._admin_done(t, wake)
 
     def purge(self, topic: str, state: str | None) -> int:
         t = self._topic(topic, create=False)
@@ -1655,11 +1660,9 @@ class SlabBackend(Backend):
             for e, s in self._scan(t, states, 0, None):
                 self._remove(t, e, s)
                 n += 1
-            waiters = t.meta.room_waiters
+            wake = t.meta.room_waiters > 0
         if n:
-            if waiters:
-                _wake.ring(t.bell_fd)
-            self._after_write(t, int(t.meta.op_seq), self.fsync_put)
+            self._admin_done(t, wake)
         return n
 
     def check(self, fix: bool) -> dict[str, Any]:

@@ -499,6 +499,7 @@ def test_looking_at_or_cleaning_an_unknown_topic_does_not_create_it(
     assert qs.messages("ghost") == []
     with pytest.raises(MessageNotFound):
         qs.peek("ghost", 1)
+    assert qs.info("ghost")["bytes"] == 0
     assert qs.requeue_failed("ghost") == 0
     assert qs.purge("ghost") == 0
     assert qs.purge("ghost", state="failed") == 0
