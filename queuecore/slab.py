@@ -718,10 +718,13 @@ class _Topic:
 
     def finished(self, e: _Entry) -> None:
         """An entry stopped being live: its slab may be empty now."""
-        hdr = e.slab.hdr
+        self.finished_at(e.slab)
+
+    def finished_at(self, slab: _Slab) -> None:
+        hdr = slab.hdr
         hdr.live = max(0, hdr.live - 1)
-        if hdr.live == 0 and e.slab.seq != self.meta.logs[e.slab.log].tail_seq:
-            self._drop_if_finished(e.slab)
+        if hdr.live == 0 and slab.seq != self.meta.logs[slab.log].tail_seq:
+            self._drop_if_finished(slab)
 
     def _drop_if_finished(self, slab: _Slab) -> None:
         # The live count says empty; a damaged count must not delete a slab
@@ -1406,42 +1409,50 @@ class SlabBackend(Backend):
             slab = t.slab(MAIN, seq)
             if slab is None or off + HEADER_SIZE > slab.size:
                 return False
-            e = _Entry(slab, off)
-            if e.status != TAKEN or e.token != tok or e.owner != self._owner_id:
+            status, attempts, owner, token_now, deadline, _mcrc = MUT.unpack_from(slab.mm, off + MUT_OFF)
+            # The lease token is 63 random bits: a match means this lease.
+            if status != TAKEN or token_now != tok or owner != self._owner_id:
                 return False
             m = t.meta
-            if e.deadline <= _now():
-                # The lease ran out: the message belongs to the next taker.
-                self._move(t, e, MAIN, OP_RECLAIM)
-                wake = m.waiters > 0
-                ok = False
-            else:
+            if outcome == "complete" and deadline > time.time():
+                with t.change(OP_COMPLETE, MAIN, seq, off):
+                    slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(DONE, attempts, 0, 0, 0.0)
+                    if _CRASH_AT:
+                        _crash("complete.after_status")
+                    t.finished_at(slab)
+                    m.in_progress = max(0, m.in_progress - 1)
+                    m.completed += 1
+                wake = m.room_waiters > 0
+                op = int(m.op_seq)
                 ok = True
-                if outcome == "complete":
-                    with t.change(OP_COMPLETE, MAIN, seq, off):
-                        e.set(DONE)
-                        if _CRASH_AT:
-                            _crash("complete.after_status")
-                        t.finished(e)
-                        m.in_progress = max(0, m.in_progress - 1)
-                        m.completed += 1
-                elif outcome == "retry":
-                    if delay > 0:
-                        self._move(t, e, DELAYED, OP_RETRY, error, _now() + delay)
-                    else:
-                        self._move(t, e, MAIN, OP_RETRY, error)
-                else:
-                    self._move(t, e, FAILED, OP_FAIL, error)
-                # Wake takers only when a message became ready (or delayed: a
-                # waiter must learn its due time); wake puts waiting under
-                # max_queue_size when room was made.
-                made_ready = outcome == "retry"
-                wake = (made_ready and m.waiters > 0) or (not made_ready and m.room_waiters > 0)
-            op = int(m.op_seq)
+            else:
+                ok, wake, op = self._settle_entry(t, _Entry(slab, off), outcome, delay, error)
         if wake:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_take)
         return ok
+
+    def _settle_entry(self, t: _Topic, e: _Entry, outcome: str, delay: float,
+                      error: dict[str, Any] | None) -> tuple[bool, bool, int]:
+        """Retry or fail a leased entry, or find its lease ran out (lock
+        held; a complete in time never gets here). Returns (settled, wake
+        someone, op number)."""
+        m = t.meta
+        if e.deadline <= _now():
+            # The lease ran out: the message belongs to the next taker.
+            self._move(t, e, MAIN, OP_RECLAIM)
+            return False, m.waiters > 0, int(m.op_seq)
+        if outcome == "retry":
+            if delay > 0:
+                self._move(t, e, DELAYED, OP_RETRY, error, _now() + delay)
+            else:
+                self._move(t, e, MAIN, OP_RETRY, error)
+            # Wake takers: a message became ready (or delayed: a waiter must
+            # learn its due time).
+            return True, m.waiters > 0, int(m.op_seq)
+        self._move(t, e, FAILED, OP_FAIL, error)
+        # Room was made: wake puts waiting under max_queue_size.
+        return True, m.room_waiters > 0, int(m.op_seq)
 
     def topics(self) -> list[str]:
         try:
