@@ -21,6 +21,7 @@ from queuecore.errors import Closed, InvalidOption, InvalidTopic, MessageTooLarg
 from queuecore.serializers import Serializer, get_serializer
 
 _TOPIC_RE = re.compile(r"[A-Za-z0-9_.\-]+")
+_valid_topics: set[str] = set()  # names already checked (bounded)
 
 
 def validate_topic(topic: object) -> str:
@@ -33,6 +34,8 @@ def validate_topic(topic: object) -> str:
     ...
     queuecore.errors.InvalidTopic: invalid topic name '../etc': must not start with a dot
     """
+    if type(topic) is str and topic in _valid_topics:  # the hot path: a name seen before
+        return topic
     if not isinstance(topic, str):
         raise InvalidTopic(topic, f"must be a str, not {type(topic).__name__}")
     if not topic:
@@ -43,6 +46,8 @@ def validate_topic(topic: object) -> str:
         raise InvalidTopic(topic, "must not start with a dot")
     if not _TOPIC_RE.fullmatch(topic):
         raise InvalidTopic(topic, "only letters, digits, '_', '.' and '-' are allowed")
+    if len(_valid_topics) < 10_000:
+        _valid_topics.add(topic)
     return topic
 
 
