@@ -76,6 +76,11 @@ class Backend:
         the lease was lost (expired, or its owner was found dead)."""
         raise NotImplementedError("Backend.settle(topic, token, outcome, delay, error) -> bool")
 
+    def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
+        """settle() for several leases of one topic (a backend may do it in
+        one lock or round trip); one bool per token."""
+        return [self.settle(topic, token, outcome) for token in tokens]
+
     def topics(self) -> list[str]:
         raise NotImplementedError("Backend.topics() -> list[str]")
 

@@ -1404,33 +1404,52 @@ class SlabBackend(Backend):
         if outcome not in ("complete", "retry", "fail"):
             raise ValueError(f"unknown outcome {outcome!r}")
         t = self._get(topic)
-        seq, off, tok = token
         with t.locked():
-            slab = t.slab(MAIN, seq)
-            if slab is None or off + HEADER_SIZE > slab.size:
-                return False
-            status, attempts, owner, token_now, deadline, _mcrc = MUT.unpack_from(slab.mm, off + MUT_OFF)
-            # The lease token is 63 random bits: a match means this lease.
-            if status != TAKEN or token_now != tok or owner != self._owner_id:
-                return False
-            m = t.meta
-            if outcome == "complete" and deadline > time.time():
-                with t.change(OP_COMPLETE, MAIN, seq, off):
-                    slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(DONE, attempts, 0, 0, 0.0)
-                    if _CRASH_AT:
-                        _crash("complete.after_status")
-                    t.finished_at(slab)
-                    m.in_progress = max(0, m.in_progress - 1)
-                    m.completed += 1
-                wake = m.room_waiters > 0
-                op = int(m.op_seq)
-                ok = True
-            else:
-                ok, wake, op = self._settle_entry(t, _Entry(slab, off), outcome, delay, error)
+            ok, wake, op = self._settle_locked(t, token, outcome, delay, error)
         if wake:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_take)
         return ok
+
+    def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
+        if outcome not in ("complete", "retry", "fail"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        t = self._get(topic)
+        oks: list[bool] = []
+        wake_any, op = False, 0
+        with t.locked():  # one lock (and at most one fsync) for the batch
+            for token in tokens:
+                ok, wake, op = self._settle_locked(t, token, outcome, 0.0, None)
+                oks.append(ok)
+                wake_any = wake_any or wake
+        if wake_any:
+            _wake.ring(t.bell_fd)
+        if tokens:
+            self._after_write(t, op, self.fsync_take)
+        return oks
+
+    def _settle_locked(self, t: _Topic, token: Any, outcome: str, delay: float,
+                       error: dict[str, Any] | None) -> tuple[bool, bool, int]:
+        seq, off, tok = token
+        m = t.meta
+        slab = t.slab(MAIN, seq)
+        if slab is None or off + HEADER_SIZE > slab.size:
+            return False, False, int(m.op_seq)
+        status, attempts, owner, token_now, deadline, _mcrc = MUT.unpack_from(slab.mm, off + MUT_OFF)
+        # The lease token is 63 random bits: a match means this lease.
+        if status != TAKEN or token_now != tok or owner != self._owner_id:
+            return False, False, int(m.op_seq)
+        if outcome == "complete" and deadline > time.time():
+            with t.change(OP_COMPLETE, MAIN, seq, off):
+                slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(DONE, attempts, 0, 0, 0.0)
+                if _CRASH_AT:
+                    _crash("complete.after_status")
+                t.finished_at(slab)
+                m.in_progress = max(0, m.in_progress - 1)
+                m.completed += 1
+            # Room was made: wake puts waiting under max_queue_size.
+            return True, m.room_waiters > 0, int(m.op_seq)
+        return self._settle_entry(t, _Entry(slab, off), outcome, delay, error)
 
     def _settle_entry(self, t: _Topic, e: _Entry, outcome: str, delay: float,
                       error: dict[str, Any] | None) -> tuple[bool, bool, int]:
