@@ -1,10 +1,22 @@
-"""Fixtures of the dashboard's view tests: a fresh memory queue per test and
-the three kinds of users (acting staff, read-only staff, not staff)."""
+"""Fixtures of the dashboard's view tests: a fresh queue per test, on every
+backend, and the three kinds of users (acting staff, read-only staff, not
+staff).
+
+``qs`` is parametrized over the backends (issue 8: the dashboard works
+unchanged on each): ``memory``, ``slab`` (a directory of this test alone) and
+``redis`` (the server of tests/core, a key prefix of this test alone, every
+key of it deleted afterwards; skipped when no server answers, failed instead
+with DQ_REQUIRE_REDIS=1). A test that needs to know which backend it runs
+on asks for ``backend_name``.
+"""
 
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -12,22 +24,76 @@ from django.contrib.auth.models import Permission
 from django.test import Client, override_settings
 
 from dqadmin import history
-from dqadmin.queues import get_queues
+from dqadmin import queues as queues_module
+from dqadmin.queues import close_queues, get_queues
 from queuecore import Queues
 from queuecore.memory import MemoryBackend
+from tests.core.conftest import HAS_REDIS_BACKEND, REDIS_URL, skip_or_fail_without_redis
 
 _names = itertools.count(1)
 
+API_TOKEN = "s3cret-token"
+# No fsync per put and small slabs keep the slab runs as fast as memory.
+SLAB_OPTIONS: dict[str, Any] = {"fsync_put": False, "slab_size": 256 * 1024}
+
+WEB_BACKENDS = [
+    pytest.param("memory", id="memory"),
+    pytest.param("slab", id="slab"),
+]
+if HAS_REDIS_BACKEND:
+    WEB_BACKENDS.append(pytest.param("redis", id="redis", marks=pytest.mark.redis))
+
+
+@pytest.fixture(params=WEB_BACKENDS)
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _delete_redis_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
 
 @pytest.fixture
-def qs() -> Iterator[Queues]:
-    """The dashboard's Queues, on a memory location of this test alone."""
-    name = f"web-{next(_names)}"
-    with override_settings(DQ={"LOCATION": f"memory://{name}", "API_TOKEN": "s3cret-token"}):
+def dq_settings(backend_name: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The ``DQ`` setting of this test's own queue location on the backend;
+    what it stored is removed afterwards."""
+    if backend_name == "memory":
+        name = f"web-{next(_names)}-{uuid.uuid4().hex[:8]}"
+        yield {"LOCATION": f"memory://{name}", "API_TOKEN": API_TOKEN}
+        MemoryBackend.reset(name)
+    elif backend_name == "slab":
+        yield {"LOCATION": str(tmp_path / "queues"), "OPTIONS": dict(SLAB_OPTIONS), "API_TOKEN": API_TOKEN}
+    elif backend_name == "redis":
+        skip_or_fail_without_redis()
+        prefix = f"dqweb-{uuid.uuid4().hex}"
+        yield {"LOCATION": REDIS_URL, "OPTIONS": {"prefix": prefix}, "API_TOKEN": API_TOKEN}
+        _delete_redis_keys(prefix)
+    else:  # pragma: no cover - a new backend needs a branch here
+        raise AssertionError(f"unknown backend {backend_name!r}")
+
+
+@pytest.fixture
+def qs(dq_settings: dict[str, Any]) -> Iterator[Queues]:
+    """The dashboard's Queues (what the views' get_queues() returns), on this
+    test's own location. Closed and dropped from get_queues()' cache after
+    the test, so no Queues (nor its connection or files) outlives it."""
+    with override_settings(DQ=dq_settings):
         queues = get_queues()
+        # A fresh object on this test's location, not one cached by an earlier test.
+        assert not queues.closed and queues.location == dq_settings["LOCATION"]
+        assert queues.topics() == []
         yield queues
-    MemoryBackend.reset(name)
-    history.forget(f"memory://{name}")
+    close_queues()
+    assert queues.closed and not queues_module._cache
+    history.forget(queues.location)
 
 
 @pytest.fixture

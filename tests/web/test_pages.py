@@ -3,6 +3,7 @@ message page (escaped, truncated), the failed groups, bad input."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -54,10 +55,23 @@ def test_backlog_without_consumer_warning(op_client: Client, qs: Queues) -> None
     assert "h:1" in html and "1m 30s" in html
 
 
-def test_storage_panel(op_client: Client, qs: Queues) -> None:
+def test_storage_panel(op_client: Client, qs: Queues, backend_name: str) -> None:
     qs.put("q1", "x" * 100)
-    html = op_client.get(reverse("dqadmin:overview")).content.decode()
-    assert "Dropped by recovery" in html and "memory" in html
+    response = op_client.get(reverse("dqadmin:overview"))
+    html = response.content.decode()
+    storage = response.context["stats"]["storage"]
+    assert "Dropped by recovery" in html and f"<dt>Backend</dt><dd>{backend_name}</dd>" in html
+    assert storage["dropped"] == 0 and storage["bytes"] > 100
+    if backend_name == "slab":
+        # Files on a disk: slabs and the free space of the disk holding them.
+        assert storage["num_slabs"] >= 1 and storage["total"] > 0
+        assert re.search(r"<dt>Slabs</dt><dd>[1-9][0-9]* \([0-9]+ active\)</dd>", html)
+        assert re.search(r"<dt>Free disk</dt><dd>[^<–]+ of [^<]+</dd>", html)
+    else:
+        # No slabs and no disk of this process to measure (by design).
+        assert storage["num_slabs"] == 0 and "total" not in storage
+        assert "<dt>Slabs</dt><dd>0 (0 active)</dd>" in html
+        assert "<dt>Free disk</dt><dd>–</dd>" in html
 
 
 def test_topic_page_counts_and_fragments(op_client: Client, qs: Queues) -> None:
@@ -76,10 +90,14 @@ def test_topic_page_counts_and_fragments(op_client: Client, qs: Queues) -> None:
 
 
 def test_in_progress_rows_show_the_lease(op_client: Client, qs: Queues) -> None:
-    qs.put("q1", "a")
+    mid = qs.put("q1", "a")
     qs.take("q1", timeout=0)
+    lease = qs.peek("q1", mid).lease
+    assert lease is not None and lease.owner
     html = op_client.get(reverse("dqadmin:topic", args=["q1"]) + "?state=in_progress").content.decode()
-    assert qs.backend.owner in html and "left" in html  # type: ignore[attr-defined]
+    assert lease.owner in html and "left" in html
+    # The owner names this process (slab: "pid N on host"; memory, redis: "host:pid").
+    assert str(os.getpid()) in lease.owner
 
 
 def test_keyset_paging_and_filters_in_the_url(op_client: Client, qs: Queues) -> None:
