@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.urls import reverse
 
 from dqadmin import history
-from dqadmin.stats import build_stats
+from dqadmin.stats import build_stats, public_location
 from queuecore import Queues
 
 from .conftest import fail_one
@@ -132,3 +132,34 @@ def test_dashboard_under_a_prefix(op_client: Client, qs: Queues) -> None:
         outside = [link for link in links if not link.startswith(("/ops/queues/", "/static/"))]
         assert outside == [], (url, outside)
     assert op_client.get("/ops/queues/metrics").status_code == 200
+
+
+@pytest.mark.parametrize("backend_name", ["redis"])
+@pytest.mark.parametrize(
+    "location",
+    ["redis://default:pw-Zq81@127.0.0.1:6379/15", "redis://:pw-Zq81@127.0.0.1:6379/15", "redis://127.0.0.1:6379/15?password=pw-Zq81"],
+)
+def test_the_redis_password_is_never_shown(
+    op_client: Client, client: Client, qs: Queues, dq_settings: dict, location: str
+) -> None:
+    """A password in the Redis URL must not reach the overview, api/stats
+    (readable with the scrapers' token) or the metrics."""
+    with override_settings(DQ={**dq_settings, "LOCATION": location}):
+        qs.put("q1", 1)  # the same server, database and prefix: the same topics
+        page = op_client.get(reverse("dqadmin:overview"))
+        assert page.status_code == 200 and 'id="topic-q1"' in page.content.decode()
+        api = client.get(reverse("dqadmin:api_stats"), headers={"Authorization": "Bearer s3cret-token"})
+        assert api.json()["topics"]["q1"]["ready"] == 1
+        metrics = op_client.get(reverse("dqadmin:metrics"))
+        for response in (page, api, metrics):
+            assert b"pw-Zq81" not in response.content
+        assert "127.0.0.1:6379/15" in api.json()["location"] and "***" in api.json()["location"]
+
+
+def test_public_location() -> None:
+    assert public_location("var/queues") == "var/queues"
+    assert public_location("memory://web") == "memory://web"
+    assert public_location("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert public_location("rediss://u:p%40ss@h:6380/0") == "rediss://u:***@h:6380/0"
+    assert public_location("redis://:pw@h/0?db=1&password=pw") == "redis://:***@h/0?db=1&password=***"
+    assert public_location("unix:///run/redis.sock?password=pw&db=2") == "unix:///run/redis.sock?password=***&db=2"
