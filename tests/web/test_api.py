@@ -18,7 +18,7 @@ from .conftest import fail_one
 pytestmark = pytest.mark.django_db
 
 
-def test_api_stats_json(op_client: Client, qs: Queues) -> None:
+def test_api_stats_json(op_client: Client, qs: Queues, backend_name: str) -> None:
     qs.put_many("q1", [1, 2])
     fail_one(qs, "q1")
     response = op_client.get(reverse("dqadmin:api_stats"))
@@ -27,6 +27,15 @@ def test_api_stats_json(op_client: Client, qs: Queues) -> None:
     assert data["topics"]["q1"]["ready"] == 2 and data["topics"]["q1"]["failed"] == 1
     assert set(data) >= {"generated_at", "backend", "topics", "totals", "rates", "storage", "consumers"}
     assert {"in_rate", "out_rate", "oldest_ready_age", "backlog_without_consumer"} <= set(data["topics"]["q1"])
+    assert data["backend"] == backend_name and data["location"] == qs.location
+    storage, row = data["storage"], data["topics"]["q1"]
+    assert row["oldest_ready_age"] is not None and row["oldest_ready_age"] >= 0
+    if backend_name == "slab":
+        assert storage["num_slabs"] == row["num_slabs"] >= 1 and row["num_active_slabs"] >= 1
+        assert storage["total"] >= storage["free"] >= 0
+    else:  # no slab files and no local disk by design
+        assert storage["num_slabs"] == row["num_slabs"] == row["num_active_slabs"] == 0
+        assert "free" not in storage and "total" not in storage
 
 
 def test_api_needs_a_staff_session_or_the_token(client: Client, qs: Queues) -> None:
@@ -39,15 +48,16 @@ def test_api_needs_a_staff_session_or_the_token(client: Client, qs: Queues) -> N
         assert client.post(url, headers={"Authorization": "Bearer s3cret-token"}).status_code == 405
 
 
-def test_no_token_configured_means_session_only(client: Client, qs: Queues) -> None:
-    with override_settings(DQ={"LOCATION": qs.location}):
+def test_no_token_configured_means_session_only(client: Client, qs: Queues, dq_settings: dict) -> None:
+    without_token = {k: v for k, v in dq_settings.items() if k != "API_TOKEN"}
+    with override_settings(DQ=without_token):
         assert client.get(reverse("dqadmin:metrics"), headers={"Authorization": "Bearer "}).status_code == 401
 
 
 METRIC_LINE = re.compile(r'^([a-z_]+)(\{[a-z_]+="(?:[^"\\]|\\.)*"(?:,[a-z_]+="(?:[^"\\]|\\.)*")*\})? (-?[0-9.e+]+)$')
 
 
-def test_metrics_format(op_client: Client, qs: Queues) -> None:
+def test_metrics_format(op_client: Client, qs: Queues, backend_name: str) -> None:
     qs.put_many("q1", [1, 2, 3])
     fail_one(qs, "q1")
     qs.put("q.two", 1)
@@ -73,6 +83,12 @@ def test_metrics_format(op_client: Client, qs: Queues) -> None:
     assert 'dq_messages{topic="q1",state="failed"} 1' in text
     assert 'dq_enqueued_total{topic="q1"} 4' in text
     assert 'dq_enqueued_total{topic="q.two"} 1' in text
+    if backend_name == "slab":
+        assert re.search(r'^dq_slabs\{topic="q1"\} [1-9]', text, re.M)
+        assert re.search(r"^dq_disk_free_bytes [0-9]", text, re.M)
+    else:  # no slabs, no local disk: zero slabs and no free-space sample
+        assert 'dq_slabs{topic="q1"} 0' in text
+        assert not re.search(r"^dq_disk_free_bytes", text, re.M)
 
 
 def test_metrics_escape_label_values(op_client: Client, qs: Queues) -> None:
