@@ -63,37 +63,45 @@ def _delete_redis_keys(prefix: str) -> None:
 
 @pytest.fixture
 def dq_settings(backend_name: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """The ``DQ`` setting of this test's own queue location on the backend;
-    what it stored is removed afterwards."""
+    """The ``DQ`` setting of this test's own queue location on the backend.
+
+    Afterwards every Queues the views opened (get_queues() caches one per
+    location and options) is closed and dropped, the rate history forgotten,
+    and what the test stored removed."""
     if backend_name == "memory":
         name = f"web-{next(_names)}-{uuid.uuid4().hex[:8]}"
-        yield {"LOCATION": f"memory://{name}", "API_TOKEN": API_TOKEN}
-        MemoryBackend.reset(name)
+        settings = {"LOCATION": f"memory://{name}", "API_TOKEN": API_TOKEN}
     elif backend_name == "slab":
-        yield {"LOCATION": str(tmp_path / "queues"), "OPTIONS": dict(SLAB_OPTIONS), "API_TOKEN": API_TOKEN}
+        settings = {"LOCATION": str(tmp_path / "queues"), "OPTIONS": dict(SLAB_OPTIONS), "API_TOKEN": API_TOKEN}
     elif backend_name == "redis":
         skip_or_fail_without_redis()
         prefix = f"dqweb-{uuid.uuid4().hex}"
-        yield {"LOCATION": REDIS_URL, "OPTIONS": {"prefix": prefix}, "API_TOKEN": API_TOKEN}
-        _delete_redis_keys(prefix)
+        settings = {"LOCATION": REDIS_URL, "OPTIONS": {"prefix": prefix}, "API_TOKEN": API_TOKEN}
     else:  # pragma: no cover - a new backend needs a branch here
         raise AssertionError(f"unknown backend {backend_name!r}")
+    try:
+        yield settings
+    finally:
+        close_queues()
+        assert not queues_module._cache
+        history.forget()
+        if backend_name == "memory":
+            MemoryBackend.reset(name)
+        elif backend_name == "redis":
+            _delete_redis_keys(prefix)
 
 
 @pytest.fixture
 def qs(dq_settings: dict[str, Any]) -> Iterator[Queues]:
     """The dashboard's Queues (what the views' get_queues() returns), on this
-    test's own location. Closed and dropped from get_queues()' cache after
-    the test, so no Queues (nor its connection or files) outlives it."""
+    test's own location; closed after the test (see ``dq_settings``)."""
     with override_settings(DQ=dq_settings):
         queues = get_queues()
         # A fresh object on this test's location, not one cached by an earlier test.
         assert not queues.closed and queues.location == dq_settings["LOCATION"]
         assert queues.topics() == []
         yield queues
-    close_queues()
-    assert queues.closed and not queues_module._cache
-    history.forget(queues.location)
+    assert not queues.closed  # the views' Queues stays open until the test ends
 
 
 @pytest.fixture

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pytest
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from dqadmin import views
+from dqadmin.queues import get_queues
 from queuecore import Queues
 
 from .conftest import HTMX, fail_one
@@ -276,3 +278,28 @@ def test_delayed_messages(op_client: Client, qs: Queues) -> None:
     op_client.post(reverse("dqadmin:purge", args=["q1"]))
     stats = qs.stats()["q1"]
     assert (stats["ready"], stats["delayed"], stats["retried"]) == (0, 0, 2)
+
+
+def test_expired_lease_per_backend(op_client: Client, dq_settings: dict, backend_name: str) -> None:
+    """A lease past its deadline: by design the slab backend shows the
+    message in progress and overdue until a take reclaims it; memory and
+    Redis show it ready again at once. A late complete is refused on all."""
+    options = {**dq_settings.get("OPTIONS", {}), "visibility_timeout": 0.2}
+    with override_settings(DQ={**dq_settings, "OPTIONS": options}):
+        queues = get_queues()
+        mid = queues.put("q1", "slow")
+        task = queues.take("q1", timeout=0)
+        assert task is not None
+        time.sleep(0.4)
+        topic = reverse("dqadmin:topic", args=["q1"])
+        rows = op_client.get(topic).context["rows"]
+        in_progress = op_client.get(topic + "?state=in_progress").content.decode()
+        if backend_name == "slab":
+            assert [(m.id, m.state) for m in rows] == [(mid, "in_progress")]
+            assert "overdue" in in_progress
+        else:
+            assert [(m.id, m.state) for m in rows] == [(mid, "ready")]
+            assert "overdue" not in in_progress and f"#{mid}<" not in in_progress
+        assert task.complete() is False
+        again = queues.take("q1", timeout=0)
+        assert again is not None and again.id == mid and again.attempts == 2 and again.complete()
