@@ -3,6 +3,10 @@
 Each handler appends a line to the file named by ``DQ_TEST_OUT``:
 ``start <topic> <id> <attempt>`` when it begins and ``done ...`` when it
 returns, so a test sees which messages were handled, and when.
+
+``work`` sleeps ``value["sleep"]`` seconds, plus ``value["hang"]`` seconds on
+the first delivery only: a test can kill its process while it holds that
+message and see it handled again by another one.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ def _record(what: str, task: Task) -> None:
 @consumer("work", concurrency=2)
 def work(value: Any, task: Task) -> None:
     _record("start", task)
-    time.sleep(float(value.get("sleep", 0)) if isinstance(value, dict) else 0)
+    if isinstance(value, dict):
+        time.sleep(float(value.get("sleep", 0)))
+        if task.attempts == 1:
+            time.sleep(float(value.get("hang", 0)))
     _record("done", task)
 
 
