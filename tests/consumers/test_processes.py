@@ -276,3 +276,28 @@ def test_concurrent_workers_settle_their_leases(child: Child, qs: Queues) -> Non
     stats = qs.stats()["work"]
     assert (stats["completed"], stats["in_progress"]) == (20, 0)
     assert {mid for mid, _ in child.lines("done", "work")} == set(ids)
+
+
+def test_several_consumer_processes_share_a_topic_and_lose_nothing(
+    child: Child, qs: Queues
+) -> None:
+    procs = [child.start("runconsumers", "work", "--concurrency", "2") for _ in range(3)]
+    pids = {p.pid for p in procs}
+    wait_for(
+        lambda: pids <= {b.get("pid") for b in qs.backend.heartbeats()},
+        DEADLINE,
+        "a heartbeat of each consumer",
+    )
+    # Every consumer is up and waiting in a take when the messages come.
+    ids = qs.put_many("work", [{"sleep": 0.005, "n": n} for n in range(90)])
+    wait_for(lambda: qs.stats()["work"]["completed"] == 90, DEADLINE, "90 completed messages")
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for n, proc in enumerate(procs, 1):
+        assert exited(proc) == 0, child.log(n)
+        assert "lease lost" not in child.log(n)
+    done = [mid for mid, _ in child.lines("done", "work")]
+    assert sorted(done) == ids  # each message handled once, none lost
+    stats = qs.stats()["work"]
+    assert (stats["ready"], stats["in_progress"], stats["retried"], stats["failed"]) == (0, 0, 0, 0)
+    assert qs.backend.heartbeats() == []
