@@ -1,4 +1,5 @@
-"""The management commands, called in-process on a memory:// queue."""
+"""The management commands, called in-process on memory, slab and redis (the
+``queues`` fixture)."""
 
 from __future__ import annotations
 

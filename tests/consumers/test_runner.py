@@ -1,19 +1,21 @@
-"""The consumer runtime in-process, on a memory:// queue."""
+"""The consumer runtime in-process, on memory, slab and redis (the ``queues``
+fixture)."""
 
 from __future__ import annotations
 
 import logging
 import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dqadmin.consumers import ConsumerRegistry
 from dqadmin.runner import Runner, RunReport
-from queuecore import Queues, Task
+from queuecore import MessageNotFound, Queues, Task
 
-from .conftest import wait_for
+from .conftest import new_store, wait_for
 
 
 def burst(qs: Queues, registry: ConsumerRegistry, **options: Any) -> RunReport:
@@ -298,3 +300,34 @@ def test_runner_refuses_nonsense(queues: Queues, registry: ConsumerRegistry) -> 
         Runner(queues, list(registry), concurrency=0)
     with pytest.raises(ValueError):
         Runner(queues, list(registry), grace=-1)
+
+
+def test_a_handler_outliving_its_lease_loses_it_to_another_worker(
+    backend_name: str, registry: ConsumerRegistry, tmp_path: Path
+) -> None:
+    second = threading.Event()
+    calls: list[int] = []
+
+    @registry.consumer("q1", concurrency=2, max_attempts=5)
+    def handle(value: Any, task: Task) -> None:
+        calls.append(task.attempts)
+        if task.attempts == 1:
+            # Held past the visibility timeout: the other worker gets it.
+            assert second.wait(10), "the message was not delivered again"
+        else:
+            second.set()
+
+    with new_store(backend_name, tmp_path) as store, store.open(visibility_timeout=0.3) as qs:
+        mid = qs.put("q1", "slow")
+        bg = Background(Runner(qs, list(registry), heartbeat_interval=None, poll_interval=0.05))
+        wait_for(lambda: bg.runner.report.lost_leases == 1, what="the first handler to end")
+        report = bg.stop()
+        assert (report.handled, report.completed, report.lost_leases) == (2, 1, 1)
+        assert calls == [1, 2]
+        stats = qs.stats()["q1"]
+        assert (stats["completed"], stats["in_progress"], stats["ready"]) == (1, 0, 0)
+        if backend_name == "slab":  # slab keeps completed messages until their slab goes
+            assert qs.peek("q1", mid).state == "completed"
+        else:
+            with pytest.raises(MessageNotFound):
+                qs.peek("q1", mid)
