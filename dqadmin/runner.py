@@ -39,6 +39,7 @@ from functools import partial
 from typing import Any
 
 from dqadmin.consumers import Consumer
+from dqadmin.stats import public_location
 from queuecore import Closed, QueueError, Queues, Task
 
 logger = logging.getLogger("dq.consumers")
@@ -199,7 +200,7 @@ class Runner:
             beat_thread.start()
         logger.info(
             "consumers started on %s (pid %d%s): %s",
-            self.queues.location,
+            public_location(self.queues.location),  # never a Redis password in the log
             self.pid,
             ", burst" if self.burst else "",
             ", ".join(

@@ -331,3 +331,18 @@ def test_a_handler_outliving_its_lease_loses_it_to_another_worker(
         else:
             with pytest.raises(MessageNotFound):
                 qs.peek("q1", mid)
+
+
+@pytest.mark.redis
+def test_the_redis_password_never_reaches_the_log(
+    registry: ConsumerRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry.consumer("q1")(lambda v: None)
+    with new_store("redis", tmp_path) as store:
+        location = store.location.replace("redis://", "redis://default:pw-Zq81@", 1)
+        with Queues(location, **store.options) as qs, caplog.at_level(logging.INFO, logger="dq"):
+            qs.put("q1", 1)
+            assert burst(qs, registry, heartbeat_interval=0.05).completed == 1
+    started = [r.getMessage() for r in caplog.records if "consumers started on" in r.getMessage()]
+    assert started and "redis://default:***@127.0.0.1:6379/15" in started[0]
+    assert not [r for r in caplog.records if "pw-Zq81" in r.getMessage()]
