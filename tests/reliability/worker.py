@@ -57,6 +57,26 @@ def produce(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
             time.sleep(rng.uniform(0, a["pause"]))
 
 
+def fill(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) -> None:
+    """Put until the disk is full: every failure must be a typed DiskFull,
+    raised before the put is acknowledged; stop after ``full`` of them."""
+    from queuecore import DiskFull
+
+    n = full = 0
+    while full < a.get("full", 3) and not os.path.exists(a["stop"]):
+        key = f"{a['tag']}.{n}"
+        n += 1
+        value = make_value(key, rng.randrange(0, a.get("max_size", 20_000)), rng)
+        led.write("try", a["topic"], key)
+        try:
+            mid = qs.put(a["topic"], value)
+        except DiskFull:
+            led.write("full", a["topic"], key)
+            full += 1
+            continue
+        led.write("ack", a["topic"], mid, key)
+
+
 def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) -> None:
     topics: list[str] = a["topics"]
     plain = set(a.get("plain_topics", []))  # handled and completed only
@@ -144,7 +164,7 @@ def admin(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) ->
     qs.requeue_failed(topic)
 
 
-ROLES = {"produce": produce, "consume": consume, "admin": admin}
+ROLES = {"fill": fill, "produce": produce, "consume": consume, "admin": admin}
 
 
 def main() -> None:
