@@ -30,7 +30,14 @@ import time
 from typing import Any
 
 from queuecore import MessageNotFound, Queues
-from tests.reliability.ledger import LedgerFile, make_value, payload_size, value_key, value_ok
+from tests.reliability.ledger import (
+    LedgerFile,
+    is_known_bug_b1,
+    make_value,
+    payload_size,
+    value_key,
+    value_ok,
+)
 
 
 def _arm(a: dict[str, Any], ops: int) -> None:
@@ -91,10 +98,7 @@ def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
             try:
                 tasks = qs.take_many(topic, a.get("batch", 1), timeout=a.get("wait", 0.05))
             except ValueError as exc:
-                # Engine bug B1 (test_engine_bugs.py): a take that reclaims the
-                # last live entry of a slab drops the slab while scanning it.
-                # Counted in the report; any other error ends the worker.
-                if "released memoryview" not in str(exc) and "mmap closed" not in str(exc):
+                if not is_known_bug_b1(exc):  # counted in the report; others end the worker
                     raise
                 led.write("engine_error", "B1")
                 continue
