@@ -435,9 +435,23 @@ class Fleet:
         for m in self.members.values():
             if m.role == "runconsumers":
                 assert m.proc is not None
+                self.wait_heartbeat(m, timeout)  # its SIGTERM handler is set by then
                 m.proc.send_signal(signal.SIGTERM)
                 rc = self.wait(m, timeout)
                 assert rc == 0, (m.name, rc, Path(m.log).read_text(errors="replace")[-3000:])
+
+    def wait_heartbeat(self, m: Member, timeout: float = DEADLINE) -> None:
+        """Wait until a runconsumers process wrote its first heartbeat."""
+        from queuecore import Queues
+
+        assert m.proc is not None
+        deadline = time.monotonic() + timeout
+        with Queues(self.location, **self.options) as qs:
+            while not any(b.get("pid") == m.proc.pid for b in qs.backend.heartbeats()):
+                self.check_exit(m)
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{m.name} wrote no heartbeat within {timeout} s")
+                time.sleep(0.02)
 
     def stop_everything(self) -> None:
         """Teardown: nothing may outlive the test."""

@@ -96,7 +96,9 @@ def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
         got_any = False
         for topic in topics:
             try:
-                tasks = qs.take_many(topic, a.get("batch", 1), timeout=a.get("wait", 0.05))
+                # Wait in a take only when the last pass found nothing anywhere.
+                tasks = qs.take_many(topic, a.get("batch", 1),
+                                     timeout=a.get("wait", 0.05) if idle else 0)
             except ValueError as exc:
                 if not is_known_bug_b1(exc):  # counted in the report; others end the worker
                     raise
@@ -124,12 +126,12 @@ def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
         if got_any:
             idle = 0
             continue
+        idle += 1
         if draining:
             stats = qs.stats()
             waiting = sum(stats.get(t, {}).get("ready", 0) + stats.get(t, {}).get("delayed", 0)
                           for t in topics)
-            idle += 1
-            if waiting == 0 and idle >= 2:
+            if waiting == 0 and idle >= 3:
                 return
 
 
