@@ -318,7 +318,7 @@ class Fleet:
     """Worker processes on one queue directory, killed and restarted at will."""
 
     def __init__(self, location: str, options: dict[str, Any], work: Path,
-                 rng: random.Random) -> None:
+                 rng: random.Random, lifetime: float = DEADLINE) -> None:
         self.location = location
         self.options = options
         self.work = work
@@ -327,6 +327,7 @@ class Fleet:
         self.logs = work / "logs"
         self.logs.mkdir(exist_ok=True)
         self.rng = rng
+        self.lifetime = lifetime  # longest life of one worker process (hang detection)
         self.members: dict[str, Member] = {}
         self.kills: list[Kill] = []
         self.starts = 0
@@ -360,7 +361,7 @@ class Fleet:
                 "seed": self.rng.randrange(2**32),
                 "stop": str(self.stop_file),
                 "drain": str(self.drain_file),
-                "deadline": DEADLINE,
+                "deadline": self.lifetime,
                 **m.args,
             }
             cmd = [sys.executable, str(WORKER), m.role, json.dumps(a)]

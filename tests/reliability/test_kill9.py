@@ -24,7 +24,7 @@ OPTIONS = {"fsync_put": True, "slab_size": 64 * 1024}
 def campaign(tmp_path: Path, rounds: int, seed: int, runconsumers: bool = True) -> Verdict:
     rng = random.Random(seed)
     location = str(tmp_path / "queues")
-    fleet = Fleet(location, OPTIONS, tmp_path, rng)
+    fleet = Fleet(location, OPTIONS, tmp_path, rng, lifetime=rounds * 0.7 + 60)
     for n in (1, 2):
         fleet.add(f"p{n}", "produce", topics=["rel"], pause=0.003)
         fleet.add(f"c{n}", "consume", topics=["rel"], batch=n * 2 - 1, retry_rate=0.05,

@@ -26,7 +26,7 @@ STRESS_SECONDS = float(os.environ.get("DQ_STRESS_LOAD_SECONDS", "60"))
 def load(tmp_path: Path, seconds: float, seed: int) -> None:
     rng = random.Random(seed)
     location = str(tmp_path / "queues")
-    fleet = Fleet(location, OPTIONS, tmp_path, rng)
+    fleet = Fleet(location, OPTIONS, tmp_path, rng, lifetime=seconds + DEADLINE)
     for n in (1, 2, 3):
         fleet.add(f"p{n}", "produce", topics=["load", "scratch"], weights=[4, 1], big=True,
                   pause=0.004)

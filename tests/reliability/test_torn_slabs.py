@@ -213,7 +213,7 @@ def test_bit_flips_in_every_log_and_slab_header(tmp_path: Path, pristine: Any, f
         targets += [(s.file, pos, {s.id}) for pos in covered]
     # The slab header (magic .. hcrc) of a sealed main slab and of the failed log.
     for f in (mains[0], max(f for f in by_file if f[0] == "f")):
-        targets += [(f, pos, set()) for pos in range(0, 84)]
+        targets += [(f, pos, set()) for pos in range(0, 76)]
     flips = detected = 0
     header_undetected = hidden = 0
     recovery = 0.0
