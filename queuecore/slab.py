@@ -143,6 +143,7 @@ class _Meta(ctypes.Structure):
         ("needs_recount", ctypes.c_uint32),
         ("room_waiters", ctypes.c_int64),  # puts waiting for room under max_queue_size
         ("logs", _LogMeta * 3),
+        ("sync_error_from", ctypes.c_uint64),  # a failed fsync covered ops in (from, sync_error_op]
     ]
 
 
@@ -788,8 +789,14 @@ class _Topic:
             first_live: tuple[int, int] | None = None
             first_ready: tuple[int, int] | None = None
             live: dict[int, int] = {}
+            ids: dict[int, list[int]] = {}
             for e in self.entries(log, None, damaged):
                 max_id = max(max_id, e.id)
+                span = ids.get(e.slab.seq)
+                if span is None:
+                    ids[e.slab.seq] = [e.id, e.id]
+                else:
+                    span[0], span[1] = min(span[0], e.id), max(span[1], e.id)
                 if e.status in (READY, TAKEN):
                     live[e.slab.seq] = live.get(e.slab.seq, 0) + 1
                     if first_live is None:
@@ -809,6 +816,7 @@ class _Topic:
                 slab = self.slab(log, seq)
                 if slab is not None:
                     slab.hdr.live = live.get(seq, 0)
+                    slab.hdr.min_id, slab.hdr.max_id = ids.get(seq, (0, 0))
                     if not slab.hdr.live and seq != lm.tail_seq:
                         self._drop_slab(slab)  # left behind by a crash
             tail = (int(lm.tail_seq), int(lm.tail_off))
@@ -1065,16 +1073,21 @@ class SlabBackend(Backend):
         """Group commit: one fsync covers every change made before it, by any
         process. A caller whose change is already covered returns at once."""
         m = t.meta
-        if target_op is not None and m.synced_op >= target_op:
-            return
+        # A failed fsync is checked first: a later fsync that succeeds says
+        # nothing of pages the kernel may have dropped after the failure.
+        if target_op is not None:
+            if m.sync_error_from < target_op <= m.sync_error_op:
+                raise StorageError(t.path, "an earlier fsync failed for this write")
+            if m.synced_op >= target_op:
+                return
         with t.sync_tlock:
             fcntl.flock(t.sync_fd, fcntl.LOCK_EX)
             try:
                 if target_op is not None:
+                    if m.sync_error_from < target_op <= m.sync_error_op:
+                        raise StorageError(t.path, "an earlier fsync failed for this write")
                     if m.synced_op >= target_op:
                         return
-                    if m.sync_error_op >= target_op:
-                        raise StorageError(t.path, "an earlier fsync failed for this write")
                 upto = int(m.op_seq)
                 try:
                     for log in (MAIN, DELAYED, FAILED):
@@ -1094,6 +1107,10 @@ class SlabBackend(Backend):
                     # Never retried into a false success: after a failed
                     # fsync the kernel may drop the dirty pages and report
                     # the next fsync as fine.
+                    # The failed range only grows (a false error, never a
+                    # false success): it starts where the first failure did.
+                    if not m.sync_error_op:
+                        m.sync_error_from = int(m.synced_op)
                     m.sync_error_op = max(int(m.sync_error_op), upto)
                     raise _disk_error(t.path, exc) from exc
                 m.synced_op = max(int(m.synced_op), upto)
@@ -1345,6 +1362,9 @@ class SlabBackend(Backend):
         total = int(m.in_progress)
         first_live: tuple[int, int] | None = None
         cursor = (int(lm.cursor_seq), int(lm.cursor_off))
+        # Collect first, move after: a move can finish the last live entry of
+        # a slab and drop (unmap) it, which a running scan must not see.
+        expired: list[_Entry] = []
         for e in t.entries(MAIN, (int(lm.head_seq), int(lm.head_off))):
             if (e.slab.seq, e.off) >= cursor or seen >= total:
                 if first_live is None:
@@ -1353,11 +1373,13 @@ class SlabBackend(Backend):
             if e.status == TAKEN:
                 seen += 1
                 if e.deadline <= now or not self._owner_alive(e.owner):
-                    self._move(t, e, MAIN, OP_RECLAIM)
+                    expired.append(e)
                     continue
             if e.status in (READY, TAKEN) and first_live is None:
                 first_live = (e.slab.seq, e.off)
-        if first_live is not None:
+        for e in expired:
+            self._move(t, e, MAIN, OP_RECLAIM)
+        if first_live is not None and (MAIN, first_live[0]) in t.slabs:
             lm.head_seq, lm.head_off = first_live
 
     def _move(self, t: _Topic, e: _Entry, to_log: int, op: int, error: dict[str, Any] | None = None,
@@ -1588,23 +1610,27 @@ class SlabBackend(Backend):
             return [self._record(t, e, s) for e, s in self._scan(t, states, after or 0, limit)]
 
     def _find(self, t: _Topic, mid: int) -> tuple[_Entry, str]:
+        # The slab headers' id ranges say where to look; they are hints (no
+        # checksum covers them), so the slabs they rule out are read too
+        # before the id is called unknown.
         best: tuple[_Entry, str] | None = None
-        for log in (FAILED, DELAYED, MAIN):
-            for seq in t.seqs(log):
-                slab = t.slab(log, seq)
-                if slab is None or not (slab.hdr.min_id <= mid <= slab.hdr.max_id):
-                    continue
-                for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
-                    if e.slab.seq != seq:
-                        break
-                    if e.id == mid:
-                        state = self._state_of(log, e.status)
-                        if state is not None and state != "completed":
-                            return e, state
-                        if state == "completed":
-                            best = (e, state)
-        if best is not None:
-            return best
+        for hinted in (True, False):
+            for log in (FAILED, DELAYED, MAIN):
+                for seq in t.seqs(log):
+                    slab = t.slab(log, seq)
+                    if slab is None or (slab.hdr.min_id <= mid <= slab.hdr.max_id) != hinted:
+                        continue
+                    for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
+                        if e.slab.seq != seq:
+                            break
+                        if e.id == mid:
+                            state = self._state_of(log, e.status)
+                            if state is not None and state != "completed":
+                                return e, state
+                            if state == "completed":
+                                best = (e, state)
+            if best is not None:
+                return best
         raise MessageNotFound(t.name, mid)
 
     def peek(self, topic: str, id: int) -> Record:
@@ -1709,8 +1735,21 @@ class SlabBackend(Backend):
             with t.locked():
                 counts = {"ready": 0, "in_progress": 0, "delayed": 0, "failed": 0}
                 flips = 0
+                spans: dict[_Slab, list[int]] = {}
                 for log in (MAIN, DELAYED, FAILED):
+                    for seq in t.seqs(log):
+                        try:
+                            slab = t.slab(log, seq)
+                        except CorruptSlab:
+                            continue  # reported by the scan below
+                        if slab is not None:
+                            spans[slab] = [0, 0, 0]
                     for e in t.entries(log, None, on_damage):
+                        span = spans.setdefault(e.slab, [0, 0, 0])
+                        span[0] = e.id if not span[0] else min(span[0], e.id)
+                        span[1] = max(span[1], e.id)
+                        if e.status in (READY, TAKEN):
+                            span[2] += 1
                         if not e.mut_ok:
                             flips += 1
                         state = self._state_of(log, e.status)
@@ -1723,6 +1762,19 @@ class SlabBackend(Backend):
                     problems.append(f"{name}/{slab_name}: damaged entry at offset {off} ({nxt - off} bytes)")
                 if flips:
                     problems.append(f"{name}: {flips} entries with a damaged status (read as ready)")
+                # The header's id range and live count are hints no checksum
+                # covers: compare them with what the slab holds.
+                bad_spans = [(slab, lo, hi, live) for slab, (lo, hi, live) in spans.items()
+                             if (slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live) != (lo, hi, live)]
+                for slab, lo, hi, live in bad_spans:
+                    problems.append(
+                        f"{name}/{os.path.basename(slab.path)}: header says ids "
+                        f"{slab.hdr.min_id}..{slab.hdr.max_id} ({slab.hdr.live} live), "
+                        f"the slab holds {lo}..{hi} ({live} live)")
+                    if fix:
+                        slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live = lo, hi, live
+                if fix and bad_spans:
+                    fixed.append(f"{name}: corrected the header hints of {len(bad_spans)} slabs")
                 if counts != recorded:
                     problems.append(f"{name}: counters {recorded} do not match the slabs {counts}")
                 if fix and (damage or flips or counts != recorded):

@@ -88,15 +88,6 @@ def payload_size(rng: random.Random, big: bool = False) -> int:
     return rng.randrange(40_000, 1024 * 1024 + 1)
 
 
-def is_known_bug_b1(exc: BaseException) -> bool:
-    """Engine bug B1 (test_engine_bugs.py): a take that reclaims the last live
-    entry of a slab drops the slab while scanning it and raises ValueError.
-    The workers count it (``engine_error`` lines, in the report) and go on."""
-    return isinstance(exc, ValueError) and (
-        "released memoryview" in str(exc) or "mmap closed" in str(exc)
-    )
-
-
 # -- writing ---------------------------------------------------------------------
 
 
@@ -142,7 +133,6 @@ class Verdict:
     kills: int = 0
     purged: int = 0
     lost_leases: int = 0
-    engine_errors: int = 0  # known engine bugs met (see test_engine_bugs.py)
     problems: list[str] = field(default_factory=list)
     details: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -167,7 +157,6 @@ class Verdict:
             "bound": self.bound,
             "purged": self.purged,
             "lost_leases": self.lost_leases,
-            "engine_errors": self.engine_errors,
         }
 
     def explain(self) -> str:
@@ -214,8 +203,6 @@ def analyse(directory: str | os.PathLike[str], kills: list[Kill] | None = None, 
                 lost_lease_keys.append(f[3])
             elif kind == "purge" and len(f) == 3:
                 purged[f[1]] += int(f[2])
-            elif kind == "engine_error":
-                v.engine_errors += 1
             elif kind == "problem":
                 v.problems.append(f"{path.name}: {' '.join(f[1:])}")
     v.tried, v.acknowledged = len(tried), len(acked)
@@ -477,13 +464,7 @@ def final_drain(location: str, options: dict[str, Any], ledger_path: Path,
                 qs.requeue_failed(topic)
                 deadline = time.monotonic() + DEADLINE
                 while True:
-                    try:
-                        tasks = qs.take_many(topic, 100, timeout=0)
-                    except ValueError as exc:
-                        if not is_known_bug_b1(exc):
-                            raise
-                        ledger.write("engine_error", "B1")
-                        continue
+                    tasks = qs.take_many(topic, 100, timeout=0)
                     if not tasks:
                         s = qs.stats()[topic]
                         # Every writer is gone: what is in progress belongs to

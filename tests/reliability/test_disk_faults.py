@@ -194,12 +194,6 @@ def test_fsync_eio_is_a_storage_error_and_never_retried_into_success(
         assert qs.put("q", "after") > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="B2: _sync_topic checks synced_op before sync_error_op, so once a later "
-    "fsync succeeds, a write inside the range of an earlier failed fsync (a "
-    "group-commit waiter) is reported as on disk",
-)
 def test_b2_a_write_in_a_failed_fsync_range_never_reports_success(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,6 +1,6 @@
-"""Engine bugs the campaign found, each as a minimal reproduction marked
-``xfail(strict=True)``: when the engine is fixed the test passes, strict
-xfail turns that into a failure, and the mark comes off."""
+"""Engine bugs the reliability campaign found, each kept as a minimal
+reproduction now that it is fixed (B2 is in test_disk_faults.py, B4 in
+test_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
-
-from queuecore import MessageNotFound, Queues
+from queuecore import Queues
 
 HOLDER = textwrap.dedent(
     """
@@ -25,13 +23,6 @@ HOLDER = textwrap.dedent(
 )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="B1: _reclaim moves the last live entry of a slab while iterating "
-    "t.entries(); the move drops (closes) that slab and the generator then "
-    "reads the released memoryview: the take raises ValueError",
-)
 def test_b1_reclaiming_the_last_live_entry_of_a_slab(tmp_path: Path) -> None:
     d = str(tmp_path / "queues")
     with Queues(d, fsync_put=False, slab_size=4096) as qs:
@@ -50,19 +41,12 @@ def test_b1_reclaiming_the_last_live_entry_of_a_slab(tmp_path: Path) -> None:
         assert two is not None and three is not None
         assert two.complete() and three.complete()  # id 1 is slab 1's last live entry
         time.sleep(0.6)  # RECLAIM_INTERVAL: the next take looks for dead owners
-        task = qs.take("q", timeout=0)  # reclaims id 1 -> raises ValueError today
+        task = qs.take("q", timeout=0)  # reclaims id 1 (it raised ValueError: B1)
         assert task is not None and task.id == 4
         assert sorted(m.id for m in qs.messages("q", state="ready")) == [1, 5, 6]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="B3: a slab header's min_id/max_id are covered by no check; one flipped "
-    "bit makes _find skip the slab, so peek/requeue/delete of its messages raise "
-    "MessageNotFound, while check() reports nothing",
-    raises=MessageNotFound,
-)
-def test_b3_a_flipped_bit_in_a_slab_header_hides_messages_from_peek(tmp_path: Path) -> None:
+def test_b3_a_flipped_bit_in_a_slab_header_hides_no_message(tmp_path: Path) -> None:
     d = tmp_path / "queues"
     with Queues(str(d), fsync_put=False) as qs:
         ids = qs.put_many("q", ["a", "b", "c"])
@@ -74,5 +58,11 @@ def test_b3_a_flipped_bit_in_a_slab_header_hides_messages_from_peek(tmp_path: Pa
         fh.write(bytes([b ^ 4]))  # min_id 1 -> 5
     with Queues(str(d), fsync_put=False) as qs:
         assert [m.id for m in qs.messages("q")] == ids  # browsing sees them
-        assert not qs.check()["problems"]  # nothing reported ...
-        assert [qs.peek("q", mid).id for mid in ids] == ids  # ... MessageNotFound today
+        assert [qs.peek("q", mid).id for mid in ids] == ids  # so does peek
+        problems = qs.check()["problems"]
+        assert problems == ["q/m000000000001.slab: header says ids 5..3 (3 live), "
+                            "the slab holds 1..3 (3 live)"]
+        assert qs.check(fix=True)["fixed"]
+        assert not qs.check()["problems"]
+        qs.requeue("q", ids[0])
+        qs.delete("q", ids[1])

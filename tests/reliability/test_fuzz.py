@@ -29,7 +29,6 @@ from hypothesis import strategies as st
 
 from dqadmin.queues import close_queues
 from queuecore import QueueError, Queues
-from tests.reliability.ledger import is_known_bug_b1
 
 STRESS = bool(os.environ.get("DQ_STRESS"))
 OPTIONS = {"fsync_put": False, "slab_size": 4096}
@@ -121,9 +120,6 @@ def exercise(d: Path) -> None:
                     op()
                 except QueueError:
                     pass
-                except ValueError as exc:
-                    if not is_known_bug_b1(exc):  # B1 is tracked in test_engine_bugs.py
-                        raise
     except QueueError:
         pass
     finally:
@@ -172,7 +168,7 @@ def test_fuzz_meta_file_short(pristine: tuple[Path, list[str]],
 HOSTILE_TOPICS = ["", ".", "..", "../etc", "/etc/passwd", "a/b", ".hidden", "a" * 101,
                   "q\x00", "q\n", "tópico", "q q", "-q", "--", "%s", "{}", "q1;rm", "\u202e"]
 HOSTILE_IDS = ["0", "-1", "1.5", "1e3", "0x10", "", " ", "\u0663", "\uff11", "abc",
-               "9" * 30, "9" * 4300, "1 2", "+1"]  # 4301+ digits: B4 below
+               "9" * 30, "9" * 4300, "1 2", "+1"]  # 4301+ digits: test_b4 below
 
 
 @pytest.fixture
@@ -256,12 +252,6 @@ def test_commands_fuzzed(dq_dir: Path, extent: Any) -> None:
     inner()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="B4: dqrequeue's _parse_id calls int() on an id of more than 4300 digits "
-    "(Python's int/str conversion limit) and a ValueError escapes instead of CommandError",
-)
 def test_b4_dqrequeue_refuses_an_id_of_5000_digits(dq_dir: Path) -> None:
     with pytest.raises(CommandError):
         call_command("dqrequeue", "known", "9" * 5000, stdout=open(os.devnull, "w"))

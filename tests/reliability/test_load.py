@@ -57,7 +57,7 @@ def load(tmp_path: Path, seconds: float, seed: int) -> None:
     report.record(f"load[{seconds:g}s]", acknowledged=v.acknowledged, handled=v.handled,
                   lost=v.lost, phantom=v.phantom, corrupt=v.corrupt, duplicates=v.duplicates,
                   bound=v.bound, purged=v.purged, lost_leases=v.lost_leases,
-                  engine_errors=v.engine_errors, drain_s=drain_time)
+                  drain_s=drain_time)
 
 
 def test_load_short(tmp_path: Path) -> None:

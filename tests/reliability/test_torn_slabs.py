@@ -215,7 +215,7 @@ def test_bit_flips_in_every_log_and_slab_header(tmp_path: Path, pristine: Any, f
     for f in (mains[0], max(f for f in by_file if f[0] == "f")):
         targets += [(f, pos, set()) for pos in range(0, 76)]
     flips = detected = 0
-    header_undetected = hidden = 0
+    header_undetected = 0
     recovery = 0.0
     bits = [(f, pos, bit, v) for f, pos, v in targets for bit in range(8)]
     for f, pos, bit, victims in sample(bits, 37, full):
@@ -231,11 +231,11 @@ def test_bit_flips_in_every_log_and_slab_header(tmp_path: Path, pristine: Any, f
         expect_survivors(states, out, victims)
         recovery = max(recovery, out.recovery)
         flips += 1
-        if out.unpeekable:
-            # Engine bug B3 (test_engine_bugs.py): only a slab header's
-            # min_id/max_id may hide messages from peek, nothing else.
-            assert not victims and 40 <= pos < 56, (f, pos, bit, out.unpeekable)
-            hidden += 1
+        # A flip in a slab header's id range once hid messages from peek
+        # (B3, test_engine_bugs.py): the range is a hint, peek looks further.
+        assert not out.unpeekable, (f, pos, bit, out.unpeekable)
+        if 32 <= pos < 56:  # live, min_id, max_id: hints that check() compares
+            assert out.detected, (f, pos, bit)
         if victims:
             assert out.detected, (f, pos, bit)  # every flip of an entry is found
             detected += 1
@@ -244,5 +244,5 @@ def test_bit_flips_in_every_log_and_slab_header(tmp_path: Path, pristine: Any, f
         else:
             header_undetected += 1  # a slab header field no check covers (a hint)
     report.record(f"bit_flips[{'every' if full else 'sampled'}]", flips=flips, flips_detected=detected,
-                  header_flips_undetected=header_undetected, header_flips_hiding_from_peek=hidden,
+                  header_flips_undetected=header_undetected,
                   recovery_s=recovery)

@@ -32,7 +32,6 @@ from typing import Any
 from queuecore import MessageNotFound, Queues
 from tests.reliability.ledger import (
     LedgerFile,
-    is_known_bug_b1,
     make_value,
     payload_size,
     value_key,
@@ -95,15 +94,9 @@ def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
         draining = os.path.exists(a["drain"])  # looked at before the takes
         got_any = False
         for topic in topics:
-            try:
-                # Wait in a take only when the last pass found nothing anywhere.
-                tasks = qs.take_many(topic, a.get("batch", 1),
-                                     timeout=a.get("wait", 0.05) if idle else 0)
-            except ValueError as exc:
-                if not is_known_bug_b1(exc):  # counted in the report; others end the worker
-                    raise
-                led.write("engine_error", "B1")
-                continue
+            # Wait in a take only when the last pass found nothing anywhere.
+            tasks = qs.take_many(topic, a.get("batch", 1),
+                                 timeout=a.get("wait", 0.05) if idle else 0)
             got_any = got_any or bool(tasks)
             for t in tasks:
                 _arm(a, n)

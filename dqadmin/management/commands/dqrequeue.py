@@ -12,7 +12,9 @@ from queuecore import MessageNotFound, QueueError
 
 
 def _parse_id(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+    # 20 digits hold every 64-bit id; the length test comes before int(),
+    # which refuses strings of more than 4300 digits with a ValueError.
+    if not (text.isascii() and text.isdigit()) or len(text) > 20 or int(text) < 1:
         raise CommandError(f"Invalid message id {text!r}: a message id is a positive integer.")
     return int(text)
 
