@@ -11,32 +11,11 @@ import os
 import shutil
 import time
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from dqadmin.conf import conf
 from dqadmin.history import history_for
 from queuecore import Queues
-
-
-def public_location(location: str) -> str:
-    """The location as shown to people and scrapers: a URL's password (in
-    its user part or a ``password=`` query argument, both read by redis-py)
-    replaced by ``***``; anything else unchanged."""
-    if "://" not in location:
-        return location
-    parts = urlsplit(location)
-    netloc, query = parts.netloc, parts.query
-    if parts.password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
-    if (netloc, query) == (parts.netloc, parts.query):
-        return location
-    # Not urlunsplit: it would turn unix:///path into unix:/path.
-    shown = f"{parts.scheme}://{netloc}{parts.path}"
-    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")
+from queuecore.backend import public_location
 
 
 def build_stats(queues: Queues, now: float | None = None) -> dict[str, Any]:

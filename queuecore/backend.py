@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 
 @dataclass(frozen=True)
@@ -141,3 +142,24 @@ class Backend:
 
     def heartbeats(self) -> list[dict[str, Any]]:
         raise NotImplementedError("Backend.heartbeats() -> list[dict]")
+
+
+def public_location(location: str) -> str:
+    """The location as shown to people, logs and scrapers: a URL's password (in
+    its user part or a ``password=`` query argument, both read by redis-py)
+    replaced by ``***``; anything else unchanged."""
+    if "://" not in location:
+        return location
+    parts = urlsplit(location)
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        query = urlencode([(k, "***" if k == "password" else v) for k, v in pairs], safe="*")
+    if (netloc, query) == (parts.netloc, parts.query):
+        return location
+    # Not urlunsplit: it would turn unix:///path into unix:/path.
+    shown = f"{parts.scheme}://{netloc}{parts.path}"
+    return shown + (f"?{query}" if query else "") + (f"#{parts.fragment}" if parts.fragment else "")

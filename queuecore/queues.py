@@ -8,7 +8,7 @@ import traceback as traceback_module
 from dataclasses import dataclass
 from typing import Any
 
-from queuecore.backend import Backend, Delivery, Lease, Record
+from queuecore.backend import Backend, Delivery, Lease, Record, public_location
 from queuecore.defaults import (
     DEFAULTS,
     MAX_ERROR_LENGTH,
@@ -161,7 +161,7 @@ def _open_backend(location: str, options: dict[str, Any]) -> Backend:
     if location.startswith("file://"):
         location = location[len("file://") :]
     elif "://" in location:
-        raise InvalidOption("location", f"unknown scheme in {location!r}: use a path, memory:// or redis://")
+        raise InvalidOption("location", f"unknown scheme in {public_location(location)!r}: use a path, memory:// or redis://")
     from queuecore.slab import SlabBackend
 
     return SlabBackend(location, **options)
@@ -400,4 +400,4 @@ class Queues:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Queues {self.location!r}{' closed' if self.closed else ''}>"
+        return f"<Queues {public_location(self.location)!r}{' closed' if self.closed else ''}>"

@@ -54,12 +54,11 @@ import os
 import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.exceptions
 
-from queuecore.backend import Backend, Delivery, Lease, Record
+from queuecore.backend import Backend, Delivery, Lease, Record, public_location
 from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
 from queuecore.errors import Closed, InvalidOption, MessageNotFound, QueueFull, StorageError
 
@@ -491,18 +490,6 @@ return problems
 """
 
 
-def _redact(location: str) -> str:
-    """The location without its password, for error messages."""
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -516,7 +503,7 @@ class RedisBackend(Backend):
     def __init__(self, location: str, **options: Any) -> None:
         opts = {**DEFAULTS, **options}
         self.location = location
-        self._where = _redact(location)
+        self._where = public_location(location)
         self.prefix = str(opts["prefix"])
         if not self.prefix or any(c in self.prefix for c in "{}"):
             raise InvalidOption("prefix", "must be a non-empty string without braces")

@@ -3,13 +3,16 @@ the history behind them, and the dashboard under another prefix."""
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+from django.core.management import call_command
 from django.test import Client, override_settings
 from django.urls import reverse
 
 from dqadmin import history
+from dqadmin.queues import get_queues
 from dqadmin.stats import build_stats, public_location
 from queuecore import Queues
 
@@ -170,6 +173,11 @@ def test_the_redis_password_is_never_shown(
         for response in (page, api, metrics):
             assert b"pw-Zq81" not in response.content
         assert "127.0.0.1:6379/15" in api.json()["location"] and "***" in api.json()["location"]
+        # Nor the commands' output, nor a Queues' repr (logs, tracebacks).
+        out = io.StringIO()
+        call_command("dqcheck", stdout=out)
+        assert "pw-Zq81" not in out.getvalue() and "***" in out.getvalue()
+        assert "pw-Zq81" not in repr(get_queues()) and "***" in repr(get_queues())
 
 
 def test_public_location() -> None:

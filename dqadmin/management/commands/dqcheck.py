@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dqadmin.queues import get_queues
 from queuecore import QueueError
+from queuecore.backend import public_location
 
 
 def _describe(item: object) -> str:
@@ -25,6 +26,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         queues = get_queues()
+        where = public_location(queues.location)
         try:
             result = queues.check(fix=options["fix"])
             if options["fix"] and (result.get("fixed") or not result.get("ok", True)):
@@ -33,7 +35,7 @@ class Command(BaseCommand):
             else:
                 remaining = result
         except QueueError as exc:
-            raise CommandError(f"Could not check {queues.location}: {exc}") from exc
+            raise CommandError(f"Could not check {where}: {exc}") from exc
         for item in result.get("fixed") or []:
             self.stdout.write(f"fixed: {_describe(item)}")
         problems = list(remaining.get("problems") or [])
@@ -44,5 +46,5 @@ class Command(BaseCommand):
             self.stdout.write(_describe(extra))
         if problems or not remaining.get("ok", True):
             hint = "" if options["fix"] else " Run with --fix to repair what can be repaired."
-            raise CommandError(f"{len(problems)} problem(s) in {queues.location}.{hint}")
-        self.stdout.write(self.style.SUCCESS(f"{queues.location}: OK."))
+            raise CommandError(f"{len(problems)} problem(s) in {where}.{hint}")
+        self.stdout.write(self.style.SUCCESS(f"{where}: OK."))

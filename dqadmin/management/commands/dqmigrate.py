@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from dqadmin.conf import conf
 from queuecore import InvalidTopic, MessageNotFound, QueueError, Queues, validate_topic
-from queuecore.backend import Backend, Record
+from queuecore.backend import Backend, Record, public_location
 
 MOVED_STATES = ("ready", "delayed", "failed")
 BAR_WIDTH = 30
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         try:
             return Queues(location, **options)
         except QueueError as exc:
-            raise CommandError(f"Could not open {location}: {exc}") from exc
+            raise CommandError(f"Could not open {public_location(location)}: {exc}") from exc
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["source"] == options["destination"]:
@@ -73,12 +73,12 @@ class Command(BaseCommand):
         if options["topic"]:
             missing = sorted(set(topics) - set(source.topics()))
             if missing:
-                raise CommandError(f"No topic named {missing[0]!r} in {source.location}.")
+                raise CommandError(f"No topic named {missing[0]!r} in {public_location(source.location)}.")
         stats = source.stats()
         total = sum(stats[t][s] for t in topics for s in MOVED_STATES)
         self.stdout.write(
             f"Moving {total} message(s) of {len(topics)} topic(s) "
-            f"from {source.location} to {destination.location}."
+            f"from {public_location(source.location)} to {public_location(destination.location)}."
         )
         moved = 0
         self._bar(moved, total)
@@ -91,7 +91,7 @@ class Command(BaseCommand):
         in_progress = sum(source.stats().get(t, {}).get("in_progress", 0) for t in topics)
         if in_progress:
             self.stdout.write(
-                f"{in_progress} message(s) in progress stayed in {source.location}; "
+                f"{in_progress} message(s) in progress stayed in {public_location(source.location)}; "
                 "run the command again once their consumers are done."
             )
         self.stdout.write(self.style.SUCCESS(f"Moved {moved} message(s)."))
