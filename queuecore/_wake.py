@@ -45,6 +45,15 @@ class Watch:
             return
         self.fd = fd
 
+    def drain(self) -> None:
+        """Forget the rings so far (the caller is about to look)."""
+        if self.fd >= 0:
+            try:
+                while os.read(self.fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
     def wait(self, timeout: float) -> None:
         if timeout <= 0:
             return
@@ -53,13 +62,11 @@ class Watch:
             return
         readable, _, _ = select.select([self.fd], [], [], timeout)
         if readable:
-            try:
-                while os.read(self.fd, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            self.drain()
 
     def close(self) -> None:
+        # Slow (the kernel waits for a grace period, milliseconds): watches
+        # are kept and reused, closed only with their topic.
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

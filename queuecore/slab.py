@@ -197,6 +197,20 @@ def _mut_bytes(status: int, attempts: int, owner: int, token: int, deadline: flo
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+_unowned_cache: dict[tuple[int, int], bytes] = {}
+
+
+def _unowned_mut(status: int, attempts: int) -> bytes:
+    """``_mut_bytes(status, attempts, 0, 0, 0.0)``, computed once per pair
+    (every put and complete writes one of a handful of these)."""
+    b = _unowned_cache.get((status, attempts))
+    if b is None:
+        b = _mut_bytes(status, attempts, 0, 0, 0.0)
+        if len(_unowned_cache) < 4096:
+            _unowned_cache[(status, attempts)] = b
+    return b
+
+
 # -- files ---------------------------------------------------------------------
 
 
@@ -462,7 +476,10 @@ class _Topic:
         self.name = name
         self.path = path
         self.tlock = threading.RLock()
-        self.sync_tlock = threading.Lock()
+        # Group commit inside the process: one thread (the leader) fsyncs,
+        # the others wait on the condition and return when it covered them.
+        self.sync_cond = threading.Condition(threading.Lock())
+        self.sync_leading = False
         self.slabs: dict[tuple[int, int], _Slab] = {}
         self.slab_gen = -1
         self.known: list[list[int]] = [[], [], []]  # existing slab seqs per log
@@ -477,6 +494,8 @@ class _Topic:
         self.bell_path = os.path.join(path, "bell")
         self.bell_fd = os.open(self.bell_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.users_fd = os.open(os.path.join(path, "users"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Idle watches of the bell, one per thread that waited at once.
+        self.watches: list[_wake.Watch] = []
         meta_path = os.path.join(path, "meta")
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         try:
@@ -491,6 +510,8 @@ class _Topic:
             finally:
                 os.close(fd)
             self.meta = _Meta.from_buffer(self.meta_mm)
+            # Each ``meta.logs[i]`` builds a new ctypes object: keep three.
+            self.lms = tuple(self.meta.logs[i] for i in range(3))
             self.meta_addr = ctypes.addressof(self.meta)
             self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
             if self.meta.magic != META_MAGIC:
@@ -521,6 +542,16 @@ class _Topic:
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def watch(self) -> _wake.Watch:
+        """A watch of the bell for one waiting thread, rings before now
+        forgotten; give it back with ``t.watches.append(w)``."""
+        try:
+            w = self.watches.pop()
+        except IndexError:
+            return _wake.Watch(self.bell_path)
+        w.drain()
+        return w
 
     # -- locking and the undo record ------------------------------------------
     def locked(self) -> _Locked:
@@ -618,7 +649,7 @@ class _Topic:
         return self.known[log]
 
     def tail(self, log: int) -> tuple[int, int]:
-        lm = self.meta.logs[log]
+        lm = self.lms[log]
         return int(lm.tail_seq), int(lm.tail_off)
 
     def entries(self, log: int, start: tuple[int, int] | None = None,
@@ -662,7 +693,7 @@ class _Topic:
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
         """Write one entry at the log's tail (lock held); returns (seq, offset)."""
         size = _align(HEADER_SIZE + len(payload) + len(extra))
-        lm = self.meta.logs[log]
+        lm = self.lms[log]
         slab = self.slab(log, int(lm.tail_seq)) if lm.tail_seq else None
         if slab is None or lm.tail_off + size > slab.size:
             slab = self._new_slab(log, size)
@@ -679,13 +710,14 @@ class _Topic:
         mm[body : body + len(payload)] = payload
         if extra:
             mm[body + len(payload) : body + len(payload) + len(extra)] = extra
-        mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(status, attempts, 0, 0, 0.0)
+        mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(status, attempts)
         if _CRASH_AT:
             _crash("append.before_header")
         HEAD.pack_into(mm, off, ENTRY_MAGIC, len(payload), len(extra), crc, mid, enqueued_at, not_before)
         hdr = slab.hdr
         hdr.live += 1
-        if not hdr.min_id or mid < hdr.min_id:
+        lo = hdr.min_id
+        if not lo or mid < lo:
             hdr.min_id = mid
         if mid > hdr.max_id:
             hdr.max_id = mid
@@ -830,6 +862,14 @@ class _Topic:
         m.dropped += max(dropped, lost_tails)
         m.needs_recount = 0
         self.slab_gen = -1
+        # The scan mapped every page of every slab into this process: let
+        # them go (the data stays in the page cache, and on disk), so a
+        # consumer's memory does not grow with the backlog it recounted.
+        for slab in self.slabs.values():
+            try:
+                slab.mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError, AttributeError):
+                pass  # only an optimisation
 
     def _adopt_beyond_tails(self) -> tuple[int, list[tuple[int, int]]]:
         """Sound entries past a log's recorded tail were written by a process
@@ -898,6 +938,7 @@ class _Topic:
                     fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         finally:
             del self.meta
+            del self.lms
             del self.intent
             try:
                 self.meta_mm.close()
@@ -905,6 +946,8 @@ class _Topic:
                 pass  # a view is still referenced somewhere; freed with it
             for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
                 os.close(fd)
+            while self.watches:
+                self.watches.pop().close()
 
 
 # -- the backend -------------------------------------------------------------------
@@ -964,7 +1007,7 @@ class SlabBackend(Backend):
         # would let parent and child both "hold" a topic's lock, and keep a
         # dead parent looking alive. Drop (don't unlock) and start afresh.
         for t in self._topics.values():
-            for fd in (t.lock_fd, t.sync_fd, t.bell_fd, t.users_fd):
+            for fd in (t.lock_fd, t.sync_fd, t.bell_fd, t.users_fd, *(w.fd for w in t.watches)):
                 try:
                     os.close(fd)
                 except OSError:
@@ -1080,44 +1123,62 @@ class SlabBackend(Backend):
                 raise StorageError(t.path, "an earlier fsync failed for this write")
             if m.synced_op >= target_op:
                 return
-        with t.sync_tlock:
-            fcntl.flock(t.sync_fd, fcntl.LOCK_EX)
-            try:
+        with t.sync_cond:
+            while True:
                 if target_op is not None:
                     if m.sync_error_from < target_op <= m.sync_error_op:
                         raise StorageError(t.path, "an earlier fsync failed for this write")
                     if m.synced_op >= target_op:
                         return
-                upto = int(m.op_seq)
-                try:
-                    for log in (MAIN, DELAYED, FAILED):
-                        lm = m.logs[log]
-                        for seq in t.seqs(log):
-                            if seq < lm.synced_seq:
-                                continue
-                            slab = t.slab(log, seq)
-                            if slab is not None:
-                                os.fdatasync(slab.fd)
-                        lm.synced_seq = lm.tail_seq
-                    if meta:
-                        # Counters are rebuilt from the slabs after an unclean
-                        # stop, so a put or take never waits for this one.
-                        t.meta_mm.flush()
-                except OSError as exc:
-                    # Never retried into a false success: after a failed
-                    # fsync the kernel may drop the dirty pages and report
-                    # the next fsync as fine.
-                    # The failed range only grows (a false error, never a
-                    # false success): it starts where the first failure did.
-                    if not m.sync_error_op:
-                        m.sync_error_from = int(m.synced_op)
-                    m.sync_error_op = max(int(m.sync_error_op), upto)
-                    raise _disk_error(t.path, exc) from exc
-                m.synced_op = max(int(m.synced_op), upto)
-                t.ops_since_sync = 0
-                t.last_sync = time.monotonic()
-            finally:
-                fcntl.flock(t.sync_fd, fcntl.LOCK_UN)
+                if not t.sync_leading:
+                    t.sync_leading = True
+                    break
+                t.sync_cond.wait()
+        try:
+            self._sync_as_leader(t, target_op, meta)
+        finally:
+            with t.sync_cond:
+                t.sync_leading = False
+                t.sync_cond.notify_all()
+
+    def _sync_as_leader(self, t: _Topic, target_op: int | None, meta: bool) -> None:
+        m = t.meta
+        fcntl.flock(t.sync_fd, fcntl.LOCK_EX)  # one fsync at a time across processes
+        try:
+            if target_op is not None:
+                if m.sync_error_from < target_op <= m.sync_error_op:
+                    raise StorageError(t.path, "an earlier fsync failed for this write")
+                if m.synced_op >= target_op:
+                    return  # another process's fsync covered it
+            upto = int(m.op_seq)
+            try:
+                for log in (MAIN, DELAYED, FAILED):
+                    lm = m.logs[log]
+                    for seq in t.seqs(log):
+                        if seq < lm.synced_seq:
+                            continue
+                        slab = t.slab(log, seq)
+                        if slab is not None:
+                            os.fdatasync(slab.fd)
+                    lm.synced_seq = lm.tail_seq
+                if meta:
+                    # Counters are rebuilt from the slabs after an unclean
+                    # stop, so a put or take never waits for this one.
+                    t.meta_mm.flush()
+            except OSError as exc:
+                # Never retried into a false success: after a failed fsync
+                # the kernel may drop the dirty pages and report the next
+                # fsync as fine. The failed range only grows (a false error,
+                # never a false success): it starts where the first failure did.
+                if not m.sync_error_op:
+                    m.sync_error_from = int(m.synced_op)
+                m.sync_error_op = max(int(m.sync_error_op), upto)
+                raise _disk_error(t.path, exc) from exc
+            m.synced_op = max(int(m.synced_op), upto)
+            t.ops_since_sync = 0
+            t.last_sync = time.monotonic()
+        finally:
+            fcntl.flock(t.sync_fd, fcntl.LOCK_UN)
 
     def _after_write(self, t: _Topic, op: int, durable: bool) -> None:
         if durable:
@@ -1149,7 +1210,7 @@ class SlabBackend(Backend):
                         if left is not None and left <= 0:
                             raise QueueFull(topic, int(limit))
                         if watch is None:
-                            watch = _wake.Watch(t.bell_path)
+                            watch = t.watch()
                             continue  # look again now that the watch is set
                         if not registered:
                             m.room_waiters += 1
@@ -1165,7 +1226,7 @@ class SlabBackend(Backend):
                 with t.locked():
                     t.meta.room_waiters = max(0, t.meta.room_waiters - 1)
             if watch is not None:
-                watch.close()
+                t.watches.append(watch)
         if waiters > 0:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_put)
@@ -1236,7 +1297,7 @@ class SlabBackend(Backend):
                     if left is not None and left <= 0:
                         return []
                     if watch is None:
-                        watch = _wake.Watch(t.bell_path)
+                        watch = t.watch()
                         continue  # look again now that the watch is set
                     if not registered:
                         m.waiters += 1
@@ -1252,7 +1313,7 @@ class SlabBackend(Backend):
                 with t.locked():
                     t.meta.waiters = max(0, t.meta.waiters - 1)
             if watch is not None:
-                watch.close()
+                t.watches.append(watch)
         if self.fsync_take:
             self._sync_topic(t, op)
         return out
@@ -1265,7 +1326,7 @@ class SlabBackend(Backend):
 
     def _lease(self, t: _Topic, e: _Entry, owner: int, lease_until: float) -> Delivery:
         m = t.meta
-        lm = m.logs[MAIN]
+        lm = t.lms[MAIN]
         token = self._rng.getrandbits(63) | 1
         attempts = e.attempts + 1
         with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
@@ -1277,7 +1338,7 @@ class SlabBackend(Backend):
 
     def _claim_once(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
         m = t.meta
-        lm = m.logs[MAIN]
+        lm = t.lms[MAIN]
         out: list[Delivery] = []
         lease_until = _now() + self.visibility_timeout
         if limit == 1:
@@ -1463,7 +1524,7 @@ class SlabBackend(Backend):
             return False, False, int(m.op_seq)
         if outcome == "complete" and deadline > time.time():
             with t.change(OP_COMPLETE, MAIN, seq, off):
-                slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _mut_bytes(DONE, attempts, 0, 0, 0.0)
+                slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(DONE, attempts)
                 if _CRASH_AT:
                     _crash("complete.after_status")
                 t.finished_at(slab)

@@ -347,3 +347,77 @@ def test_a_forked_child_does_not_steal_or_drop_the_parents_leases(tmp_path: Path
         assert watcher.peek("t", ids[0]).state == "in_progress"
         assert mine.complete() is True
         assert counts(watcher, "t")["completed"] == 2
+
+
+def test_waiting_takes_reuse_their_bell_watches(tmp_path: Path) -> None:
+    """Closing an inotify watch costs the kernel milliseconds, so a waiting
+    take keeps its watch for the next one: one watch per thread that waited
+    at the same time, and every wake-up still arrives."""
+    with Queues(str(tmp_path), fsync_put=False) as qs, Queues(str(tmp_path), fsync_put=False) as other:
+        t = qs.backend._get("q")  # type: ignore[attr-defined]
+        for i in range(3):
+            got: list[Task | None] = []
+            waiter = threading.Thread(target=lambda got=got: got.append(qs.take("q", timeout=PATIENCE)))
+            waiter.start()
+            while not t.meta.waiters:  # the take is waiting (registered under the lock)
+                time.sleep(0.001)
+            other.put("q", i)
+            waiter.join(PATIENCE)
+            assert got and got[0] is not None and got[0].value == i
+            assert got[0].complete()
+        assert len(t.watches) == 1
+        # Two threads waiting at once: two watches, both woken.
+        results: list[Task | None] = []
+        waiters = [threading.Thread(target=lambda: results.append(qs.take("q", timeout=PATIENCE)))
+                   for _ in range(2)]
+        for w in waiters:
+            w.start()
+        while t.meta.waiters < 2:
+            time.sleep(0.001)
+        other.put_many("q", ["a", "b"])
+        for w in waiters:
+            w.join(PATIENCE)
+        assert sorted(r.value for r in results if r is not None) == ["a", "b"]
+        assert len(t.watches) == 2
+
+
+def test_group_commit_one_fsync_covers_the_threads_that_waited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one thread's fsync runs, other threads' puts append and wait;
+    the next fsync covers all of them at once, and none returns before a
+    fsync that covers its own message has finished."""
+    with Queues(str(tmp_path), fsync_put=True) as qs:
+        qs.put("q", "warm-up")  # the slab exists: only entries are synced below
+        t = qs.backend._get("q")  # type: ignore[attr-defined]
+        real = os.fdatasync
+        calls: list[int] = []
+        first_running, release = threading.Event(), threading.Event()
+
+        def fdatasync(fd: int) -> None:
+            calls.append(fd)
+            if len(calls) == 1:
+                first_running.set()
+                release.wait(PATIENCE)  # the first fsync is slow
+            real(fd)
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        done: list[str] = []
+        put = lambda v: (qs.put("q", v), done.append(v))  # noqa: E731
+        leader = threading.Thread(target=put, args=("A",))
+        leader.start()
+        assert first_running.wait(PATIENCE)
+        op_a = int(t.meta.op_seq)
+        followers = [threading.Thread(target=put, args=(v,)) for v in ("B", "C", "D")]
+        for f in followers:
+            f.start()
+        while int(t.meta.op_seq) < op_a + 3:  # B, C and D appended ...
+            time.sleep(0.001)
+        time.sleep(0.05)
+        assert done == []  # ... and wait, like A, for a fsync
+        release.set()
+        for th in (leader, *followers):
+            th.join(PATIENCE)
+        assert sorted(done) == ["A", "B", "C", "D"]
+        assert len(calls) == 2  # A's fsync, then one for B, C and D together
+        assert int(t.meta.synced_op) >= op_a + 3
