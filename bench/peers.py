@@ -117,6 +117,57 @@ class Dq(Adapter):
         self.qs.close()
 
 
+REDIS_URL = os.environ.get("DQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+
+def redis_answers() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def forget_redis(path: str) -> None:
+    """Delete the Redis keys of the bench queue named after ``path``."""
+    if not os.path.exists(os.path.join(path, ".redis")):
+        return
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = _redis_prefix(path)
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    for i in range(0, len(keys), 500):
+        client.delete(*keys[i : i + 500])
+
+
+def _redis_prefix(path: str) -> str:
+    return "dqbench-" + os.path.basename(os.path.normpath(path))
+
+
+class DqRedis(Dq):
+    """dq's own API on its Redis Streams backend (the scale-out option), on
+    the local server; the queue is named after the bench folder."""
+
+    name = "dq-redis"
+    dist = "redis"
+    can_fsync = False  # durability is the server's (appendfsync), not the client's
+
+    def __init__(self, path: str, fsync: bool = False, **options: Any) -> None:
+        Adapter.__init__(self, path, fsync)
+        from queuecore import Queues
+
+        open(os.path.join(path, ".redis"), "w").close()  # forget_redis cleans up after it
+        self.options = {"prefix": _redis_prefix(path), **options}
+        self.qs = Queues(REDIS_URL, **self.options)
+
+    def durability(self) -> str:
+        conf = self.qs.backend._client.config_get("append*")  # type: ignore[attr-defined]
+        return (f"server's appendonly={conf.get(b'appendonly', b'?').decode()}, "
+                f"appendfsync={conf.get(b'appendfsync', b'?').decode()}; {REDIS_URL}")
+
+
 class PersistQueueAck(Adapter):
     """persist-queue's SQLiteAckQueue: get marks a row unack, ack marks it acked."""
 
@@ -325,7 +376,7 @@ class Queuelib(Adapter):
 
 
 ADAPTERS: dict[str, type[Adapter]] = {
-    a.name: a for a in (Dq, PersistQueueAck, PersistQueueFile, LiteQueue, Huey, DiskcacheDeque, Queuelib)
+    a.name: a for a in (Dq, DqRedis, PersistQueueAck, PersistQueueFile, LiteQueue, Huey, DiskcacheDeque, Queuelib)
 }
 # The peers a user would pick instead of dq: they acknowledge or survive
 # several processes (queuelib and the file queue do neither).

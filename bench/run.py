@@ -37,7 +37,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
-from peers import ADAPTERS, PIP_PACKAGES, REAL_PEERS, Adapter, Dq, _version  # noqa: E402
+from peers import (  # noqa: E402
+    ADAPTERS,
+    PIP_PACKAGES,
+    REAL_PEERS,
+    Adapter,
+    Dq,
+    _version,
+    forget_redis,
+    redis_answers,
+)
 
 SIZES = (200, 4096, 256 * 1024)
 SIZE_NAMES = {200: "200 B", 4096: "4 KiB", 256 * 1024: "256 KiB"}
@@ -148,6 +157,7 @@ def fresh_dir(root: str, name: str) -> str:
 
 
 def rm(path: str) -> None:
+    forget_redis(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -1044,6 +1054,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [lib for lib in libs if lib not in ADAPTERS]
     if unknown:
         parser.error(f"unknown library {unknown[0]!r}; known: {', '.join(ADAPTERS)}")
+    if "dq-redis" in libs and not redis_answers():
+        print("no Redis server answers at DQ_BENCH_REDIS_URL: dq-redis is left out", file=sys.stderr)
+        libs.remove("dq-redis")
     out_path = args.out if args.out is not None else (None if args.quick else os.path.join(HERE, "results.md"))
 
     def log(msg: str) -> None:
