@@ -700,6 +700,26 @@ class RedisBackend(Backend):
         res = self._run("settle", topic, mid, tok, outcome, delay_ms, err, MAX_ERRORS_KEPT)
         return int(res) == 1
 
+    def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
+        """One round trip for the batch: the settle script once per lease,
+        pipelined (each stays atomic on its own)."""
+        if outcome not in ("complete", "retry", "fail"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        if not tokens:
+            return []
+        client = self._redis()
+        keys = self._keys(topic)
+        mpfx = self._tag(topic) + ":m:"
+        script = self._scripts["settle"]
+
+        def run() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for mid, tok in tokens:
+                script(keys=keys, args=[mpfx, mid, tok, outcome, 0, "", MAX_ERRORS_KEPT], client=pipe)
+            return list(pipe.execute())
+
+        return [int(r) == 1 for r in self._call(run)]
+
     def restore(self, topic: str, records: list[Record]) -> list[int]:
         """Store messages taken from another location as they were there:
         same payload, state (ready, delayed or failed), attempts, enqueue
