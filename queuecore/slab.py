@@ -231,7 +231,7 @@ def _disk_error(path: str, exc: OSError) -> Exception:
 class _Slab:
     """One mapped slab file."""
 
-    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt_crc", "seq", "log")
+    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt", "salt_crc", "seq", "log")
 
     def __init__(self, path: str, log: int, seq: int) -> None:
         self.path = path
@@ -258,7 +258,35 @@ class _Slab:
         else:
             self.close()
             raise CorruptSlab(path, 0, "damaged slab header")
+        self.salt = salt
         self.salt_crc = zlib.crc32(struct.pack("<Q", salt))
+
+    def header_problems(self, sealed_end: int | None) -> list[str]:
+        """What is wrong with this slab's header (``check``): fields the
+        open tolerated (one copy of the salt, the CRC, the magic, the
+        sequence number) and the sealed end (``sealed_end``: where the
+        records stop in a sealed slab; None for the tail slab)."""
+        h, out = self.hdr, []
+        if h.magic != SLAB_MAGIC:
+            out.append("bad magic")
+        if h.seq != self.seq:
+            out.append(f"sequence number {h.seq} (file name says {self.seq})")
+        if h.salt != self.salt or h.salt2 != self.salt:
+            out.append("the two copies of the salt differ")
+        if _header_crc(h.seq, self.salt, h.created) != h.hcrc:
+            out.append("header checksum mismatch")
+        expected_end = 0 if sealed_end is None else sealed_end
+        if h.end != expected_end:
+            out.append(f"end {h.end} (records end at {expected_end})")
+        if h.pad:
+            out.append("padding not zero")
+        return out
+
+    def fix_header(self, sealed_end: int | None) -> None:
+        h = self.hdr
+        h.magic, h.seq, h.salt, h.salt2, h.pad = SLAB_MAGIC, self.seq, self.salt, self.salt, 0
+        h.end = 0 if sealed_end is None else sealed_end
+        h.hcrc = _header_crc(self.seq, self.salt, h.created)
 
     @classmethod
     def create(cls, directory: str, log: int, seq: int, size: int, durable: bool) -> _Slab:
@@ -583,6 +611,15 @@ class _Topic:
         self.appended.clear()
         ctypes.memmove(self.meta_addr, self.meta_addr + SNAPSHOT_OFF, META_HDR)
         self.intent.active = 0
+        self._unseal_tails()
+
+    def _unseal_tails(self) -> None:
+        """A change that sealed a slab and started the next one was undone:
+        the slab that is the tail again is not sealed."""
+        for lm_log, lm in enumerate(self.lms):
+            slab = self.slabs.get((lm_log, int(lm.tail_seq))) if lm.tail_seq else None
+            if slab is not None and slab.hdr.end:
+                slab.hdr.end = 0
 
     def _recover_crash(self) -> None:
         """The last lock holder died mid-change: put back the counters it
@@ -653,10 +690,11 @@ class _Topic:
         return int(lm.tail_seq), int(lm.tail_off)
 
     def entries(self, log: int, start: tuple[int, int] | None = None,
-                on_damage: Any = None) -> Iterator[_Entry]:
+                on_damage: Any = None, ends: dict[_Slab, int] | None = None) -> Iterator[_Entry]:
         """Every sound entry of a log from ``start`` on, in log order. Damage
         is stepped over (never ends the scan early) and reported to
-        ``on_damage(slab, offset, next_offset)``."""
+        ``on_damage(slab, offset, next_offset)``; ``ends`` gets, per slab,
+        the offset where its records stop."""
         tail = self.tail(log)
         for seq in list(self.seqs(log)):
             if start is not None and seq < start[0]:
@@ -688,6 +726,8 @@ class _Topic:
                 if on_damage is not None:
                     on_damage(slab, off, nxt)
                 off = nxt
+            if ends is not None:
+                ends[slab] = min(off, end)
 
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
@@ -822,7 +862,8 @@ class _Topic:
             first_ready: tuple[int, int] | None = None
             live: dict[int, int] = {}
             ids: dict[int, list[int]] = {}
-            for e in self.entries(log, None, damaged):
+            ends: dict[_Slab, int] = {}
+            for e in self.entries(log, None, damaged, ends):
                 max_id = max(max_id, e.id)
                 span = ids.get(e.slab.seq)
                 if span is None:
@@ -849,6 +890,7 @@ class _Topic:
                 if slab is not None:
                     slab.hdr.live = live.get(seq, 0)
                     slab.hdr.min_id, slab.hdr.max_id = ids.get(seq, (0, 0))
+                    slab.hdr.end = 0 if seq == lm.tail_seq else ends.get(slab, slab.hdr.end)
                     if not slab.hdr.live and seq != lm.tail_seq:
                         self._drop_slab(slab)  # left behind by a crash
             tail = (int(lm.tail_seq), int(lm.tail_off))
@@ -1797,6 +1839,7 @@ class SlabBackend(Backend):
                 counts = {"ready": 0, "in_progress": 0, "delayed": 0, "failed": 0}
                 flips = 0
                 spans: dict[_Slab, list[int]] = {}
+                ends: dict[_Slab, int] = {}
                 for log in (MAIN, DELAYED, FAILED):
                     for seq in t.seqs(log):
                         try:
@@ -1805,7 +1848,7 @@ class SlabBackend(Backend):
                             continue  # reported by the scan below
                         if slab is not None:
                             spans[slab] = [0, 0, 0]
-                    for e in t.entries(log, None, on_damage):
+                    for e in t.entries(log, None, on_damage, ends):
                         span = spans.setdefault(e.slab, [0, 0, 0])
                         span[0] = e.id if not span[0] else min(span[0], e.id)
                         span[1] = max(span[1], e.id)
@@ -1836,6 +1879,20 @@ class SlabBackend(Backend):
                         slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live = lo, hi, live
                 if fix and bad_spans:
                     fixed.append(f"{name}: corrected the header hints of {len(bad_spans)} slabs")
+                # Every other header field: what the open tolerated, and the
+                # end a sealed slab was given (where its records stop).
+                headers_fixed = 0
+                for slab in spans:
+                    sealed_end = None if slab.seq == t.lms[slab.log].tail_seq else ends.get(slab)
+                    if sealed_end is None and slab.seq != t.lms[slab.log].tail_seq:
+                        continue  # not scanned (damaged beyond reading): reported above
+                    for what in slab.header_problems(sealed_end):
+                        problems.append(f"{name}/{os.path.basename(slab.path)}: slab header: {what}")
+                        if fix:
+                            slab.fix_header(sealed_end)
+                            headers_fixed += 1
+                if headers_fixed:
+                    fixed.append(f"{name}: rewrote {headers_fixed} damaged slab header fields")
                 if counts != recorded:
                     problems.append(f"{name}: counters {recorded} do not match the slabs {counts}")
                 if fix and (damage or flips or counts != recorded):
