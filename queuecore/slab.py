@@ -732,28 +732,31 @@ class _Topic:
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
         """Write one entry at the log's tail (lock held); returns (seq, offset)."""
-        size = _align(HEADER_SIZE + len(payload) + len(extra))
+        size = (HEADER_SIZE + len(payload) + len(extra) + 7) & ~7  # _align
         lm = self.lms[log]
-        slab = self.slab(log, int(lm.tail_seq)) if lm.tail_seq else None
-        if slab is None or lm.tail_off + size > slab.size:
+        tail_seq = lm.tail_seq
+        slab = (self.slabs.get((log, tail_seq)) or self.slab(log, tail_seq)) if tail_seq else None
+        off = lm.tail_off
+        if slab is None or off + size > slab.size:
             slab = self._new_slab(log, size)
-        off = int(lm.tail_off)
-        crc = zlib.crc32(
-            extra,
-            zlib.crc32(payload, zlib.crc32(
-                IMMUTABLE.pack(ENTRY_MAGIC, len(payload), len(extra), mid, enqueued_at, not_before),
-                slab.salt_crc,
-            )),
-        )
+            off = lm.tail_off
+        crc32 = zlib.crc32
+        crc = crc32(payload, crc32(
+            IMMUTABLE.pack(ENTRY_MAGIC, len(payload), len(extra), mid, enqueued_at, not_before),
+            slab.salt_crc,
+        ))
+        if extra:
+            crc = crc32(extra, crc)
+        plen, elen = len(payload), len(extra)
         body = off + HEADER_SIZE
         mm = slab.mm
-        mm[body : body + len(payload)] = payload
+        mm[body : body + plen] = payload
         if extra:
-            mm[body + len(payload) : body + len(payload) + len(extra)] = extra
+            mm[body + plen : body + plen + elen] = extra
         mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(status, attempts)
         if _CRASH_AT:
             _crash("append.before_header")
-        HEAD.pack_into(mm, off, ENTRY_MAGIC, len(payload), len(extra), crc, mid, enqueued_at, not_before)
+        HEAD.pack_into(mm, off, ENTRY_MAGIC, plen, elen, crc, mid, enqueued_at, not_before)
         hdr = slab.hdr
         hdr.live += 1
         lo = hdr.min_id
@@ -1149,7 +1152,7 @@ class SlabBackend(Backend):
             return t
 
     def _get(self, name: str) -> _Topic:
-        t = self._topic(name)
+        t = self._topics.get(name) or self._topic(name)
         assert t is not None
         return t
 
@@ -1278,17 +1281,21 @@ class SlabBackend(Backend):
 
     def _append_ready(self, t: _Topic, payloads: list[bytes]) -> list[int]:
         m = t.meta
-        now = _now()
-        first = int(m.next_id)
+        now = time.time()
+        first = m.next_id
+        n = len(payloads)
+        append = t.append
         with t.change(OP_PUT):
-            for i, payload in enumerate(payloads):
-                t.append(MAIN, first + i, payload, b"", now)
-            m.next_id = first + len(payloads)
+            mid = first
+            for payload in payloads:
+                append(MAIN, mid, payload, b"", now)
+                mid += 1
+            m.next_id = mid
             if _CRASH_AT:
                 _crash("put.before_counters")
-            m.enqueued += len(payloads)
-            m.ready += len(payloads)
-        return list(range(first, first + len(payloads)))
+            m.enqueued += n
+            m.ready += n
+        return [first] if n == 1 else list(range(first, mid))
 
     def restore(self, topic: str, records: list[Record]) -> list[int]:
         t = self._get(topic)

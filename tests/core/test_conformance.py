@@ -795,6 +795,28 @@ def test_a_value_msgpack_cannot_encode_stores_nothing(qs: Queues) -> None:
     with pytest.raises(SerializationError):
         qs.put_many("q1", [1, object()])
     assert "q1" not in qs.topics() or counts(qs)["enqueued"] == 0
+    # A failure half-way through a nested value leaves nothing behind in the
+    # (reused) encoder: the next value is encoded whole and alone.
+    with pytest.raises(SerializationError):
+        qs.put("q1", {"a": [1, 2, {"deep": object()}]})
+    qs.put("q1", {"b": 2})
+    assert [t.value for t in drain(qs)] == [{"b": 2}]
+
+
+def test_threads_encode_at_once(qs: Queues) -> None:
+    values = [{"t": t, "i": i, "pad": "x" * (i % 50)} for t in range(4) for i in range(300)]
+
+    def put(t: int) -> None:
+        for v in values[t * 300 : (t + 1) * 300]:
+            qs.put("q1", v)
+
+    threads = [threading.Thread(target=put, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    got = [t.value for t in drain(qs)]
+    assert sorted(got, key=lambda v: (v["t"], v["i"])) == values
 
 
 # -- names, closing, checking ------------------------------------------------
