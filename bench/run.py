@@ -552,11 +552,23 @@ def w_backlog(root: str, p: Profile) -> dict[str, Any]:
         killer.start()
         killer.join(timeout=60)
         crashed = _spawn_get(_child_open_probe, d, "big")
+        # What a reboot after a power loss looks like to the next opener: the
+        # topic was not closed, and the meta names another boot. It rebuilds
+        # every counter from the slabs.
+        from queuecore.slab import _Meta
+
+        with open(os.path.join(d, "big", "meta"), "r+b") as fh:
+            for name, value in (("clean", 0), ("boot_hi", 0), ("boot_lo", 0)):
+                f = getattr(_Meta, name)
+                fh.seek(f.offset)
+                fh.write(value.to_bytes(f.size, "little"))
+        rebuilt = _spawn_get(_child_open_probe, d, "big")
         return {
             "fill_rate": p.big_messages / fill_secs,
             "small": small,
             "big": big,
             "crashed": crashed,
+            "rebuilt": rebuilt,
         }
     finally:
         rm(d)
@@ -779,7 +791,8 @@ def run(libs: list[str], root: str, p: Profile, log: Callable[[str], None]) -> R
         log(f"backlog of {p.big_messages:,} messages: RSS and open time")
         res.facts["backlog"] = w_backlog(root, p)
         b = res.facts["backlog"]
-        log(f"  open {b['big'][0] * 1e3:.0f} ms (after kill -9: {b['crashed'][0] * 1e3:.0f} ms),"
+        log(f"  open {b['big'][0] * 1e3:.0f} ms (after kill -9: {b['crashed'][0] * 1e3:.0f} ms,"
+            f" after a reboot: {b['rebuilt'][0] * 1e3:.0f} ms),"
             f" RSS {b['big'][2]['VmRSS'] / MiB:.1f} MiB vs {b['small'][2]['VmRSS'] / MiB:.1f} MiB")
         log(f"stats of {p.stats_topics} topics holding {p.stats_messages:,} messages")
         res.facts["stats"] = w_stats(root, p)
@@ -867,7 +880,10 @@ def dq_rows(res: Results) -> list[tuple[str, str]]:
         n = f"{b['big_n']:,}" if "big_n" in b else "the big backlog"
         out.append((f"fill {n} messages with put_many(1000), fsync off", f"{b['fill_rate']:,.0f} msg/s"))
         for key, label in (("small", "2,000 waiting"), ("big", f"{n} waiting"),
-                           ("crashed", f"{n} waiting, after kill -9 of a consumer")):
+                           ("crashed", f"{n} waiting, after kill -9 of a consumer"),
+                           ("rebuilt", f"{n} waiting, after a reboot (counters rebuilt from the slabs)")):
+            if key not in b:
+                continue
             opened, before, after = b[key]
             out.append((f"open + first take, {label}", f"{opened * 1e3:.0f} ms"))
             out.append((f"consumer RSS after taking 1,000, {label}",
@@ -953,14 +969,18 @@ def targets(res: Results) -> list[Target]:
                           grow <= 10 * MiB,
                           f"{b2['big'][2]['VmRSS'] / MiB:.1f} MiB with the big backlog vs"
                           f" {b2['small'][2]['VmRSS'] / MiB:.1f} MiB with 2,000 ({grow / MiB:+.1f} MiB)"))
-        grow_c = b2["crashed"][2]["VmRSS"] - b2["small"][2]["VmRSS"]
-        out.append(Target("... and after a kill -9 (recovery recount)", grow_c <= 10 * MiB,
-                          f"{b2['crashed'][2]['VmRSS'] / MiB:.1f} MiB ({grow_c / MiB:+.1f} MiB; file-backed"
-                          f" {b2['crashed'][2]['RssFile'] / MiB:.1f} MiB of it is page cache of the slabs)"))
+        for key, label in (("crashed", "... and after a kill -9"),
+                           ("rebuilt", "... and after a reboot (counters rebuilt from the slabs)")):
+            grow_c = b2[key][2]["VmRSS"] - b2["small"][2]["VmRSS"]
+            out.append(Target(label, grow_c <= 10 * MiB,
+                              f"{b2[key][2]['VmRSS'] / MiB:.1f} MiB ({grow_c / MiB:+.1f} MiB; file-backed"
+                              f" {b2[key][2]['RssFile'] / MiB:.1f} MiB of it is page cache of the slabs)"))
         out.append(Target("open a topic with the big backlog in under 2 s", b2["big"][0] < 2.0,
                           f"{b2['big'][0] * 1e3:.0f} ms ({2.0 / max(b2['big'][0], 1e-9):.1f}x under)"))
-        out.append(Target("... and after a kill -9 (counters rebuilt from the slabs)", b2["crashed"][0] < 2.0,
+        out.append(Target("... and after a kill -9 of a consumer holding messages", b2["crashed"][0] < 2.0,
                           f"{b2['crashed'][0] * 1e3:.0f} ms"))
+        out.append(Target("... and after a reboot (every counter rebuilt from the slabs)", b2["rebuilt"][0] < 2.0,
+                          f"{b2['rebuilt'][0] * 1e3:.0f} ms"))
     s = res.facts.get("stats")
     if s:
         cold, warm, _, topics, total = s

@@ -144,6 +144,11 @@ class _Meta(ctypes.Structure):
         ("room_waiters", ctypes.c_int64),  # puts waiting for room under max_queue_size
         ("logs", _LogMeta * 3),
         ("sync_error_from", ctypes.c_uint64),  # a failed fsync covered ops in (from, sync_error_op]
+        # The boot of the machine that last opened the topic: meta and slabs
+        # share the page cache, so within one boot the counters are exact
+        # whatever processes died; after a reboot they are rebuilt.
+        ("boot_hi", ctypes.c_uint64),
+        ("boot_lo", ctypes.c_uint64),
     ]
 
 
@@ -173,6 +178,19 @@ RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
 MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
 
 _HOST = socket.gethostname()
+
+
+def _read_boot_id() -> tuple[int, int]:
+    """This boot of the machine as two 64-bit halves; (0, 0) if unknown."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            n = int(fh.read().strip().replace("-", ""), 16)
+    except (OSError, ValueError):
+        return 0, 0
+    return n >> 64, n & 0xFFFFFFFFFFFFFFFF
+
+
+_BOOT = _read_boot_id()
 
 # Named crash points for the reliability tests: with DQ_CRASH_AT=<name> in
 # the environment, the process kills itself (SIGKILL) at that step.
@@ -551,22 +569,27 @@ class _Topic:
                     self.meta.next_id = 1
                 _fsync_dir(path)
             # The first process to open the topic since everyone closed it
-            # checks that the last one closed cleanly; if not (a crash, a
-            # power loss), it rebuilds the counters from the slabs.
+            # checks that the last one closed cleanly; if not, and the
+            # machine rebooted since (an OS crash, a power loss: the slabs on
+            # disk may be older or newer than the counters), it rebuilds the
+            # counters from the slabs. Processes killed in this boot left
+            # exact counters (every change is undone or finished by the next
+            # lock holder), so they need no rebuild.
             alone = True
             try:
                 fcntl.flock(self.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 alone = False
+            m = self.meta
+            same_boot = _BOOT != (0, 0) and (m.boot_hi, m.boot_lo) == _BOOT
             if self.intent.active:
                 self._recover_crash()
-            elif alone and (not self.meta.clean or self.meta.needs_recount):
+            elif m.needs_recount or (alone and not m.clean and not same_boot):
                 self._recount()
-            elif self.meta.needs_recount:
-                self._recount()
+            m.boot_hi, m.boot_lo = _BOOT
             if alone:
-                self.meta.waiters = self.meta.room_waiters = 0
-            self.meta.clean = 0
+                m.waiters = m.room_waiters = 0
+            m.clean = 0
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
@@ -844,6 +867,7 @@ class _Topic:
         """Rebuild every gauge and cursor from the slabs (lock held): after a
         crash, a power loss, or damage found at run time."""
         m = self.meta
+        m.needs_recount = 1  # until it is done: a rebuild cut short by a kill is started again
         self.slab_gen = -1
         self.refresh()
         dropped = 0
@@ -864,20 +888,28 @@ class _Topic:
             first_live: tuple[int, int] | None = None
             first_ready: tuple[int, int] | None = None
             live: dict[int, int] = {}
-            ids: dict[int, list[int]] = {}
+            ids: dict[int, tuple[int, int]] = {}
             ends: dict[_Slab, int] = {}
+            # Entries come slab by slab: keep each slab's figures in locals
+            # (this loop runs once per message after a reboot).
+            cur, lo, hi, n_live = -1, 0, 0, 0
             for e in self.entries(log, None, damaged, ends):
-                max_id = max(max_id, e.id)
-                span = ids.get(e.slab.seq)
-                if span is None:
-                    ids[e.slab.seq] = [e.id, e.id]
-                else:
-                    span[0], span[1] = min(span[0], e.id), max(span[1], e.id)
-                if e.status in (READY, TAKEN):
-                    live[e.slab.seq] = live.get(e.slab.seq, 0) + 1
+                mid, seq, status = e.id, e.slab.seq, e.status
+                if seq != cur:
+                    if cur >= 0:
+                        ids[cur], live[cur] = (lo, hi), n_live
+                    cur, lo, hi, n_live = seq, mid, mid, 0
+                elif mid < lo:
+                    lo = mid
+                elif mid > hi:
+                    hi = mid
+                if mid > max_id:
+                    max_id = mid
+                if status == READY or status == TAKEN:
+                    n_live += 1
                     if first_live is None:
-                        first_live = (e.slab.seq, e.off)
-                    if e.status == READY:
+                        first_live = (seq, e.off)
+                    if status == READY:
                         counts[log] += 1
                         if first_ready is None:
                             first_ready = (e.slab.seq, e.off)
@@ -888,6 +920,8 @@ class _Topic:
                     else:  # only the main log leases
                         e.set(READY)
                         counts[log] += 1
+            if cur >= 0:
+                ids[cur], live[cur] = (lo, hi), n_live
             for seq in list(self.seqs(log)):
                 slab = self.slab(log, seq)
                 if slab is not None:
