@@ -24,28 +24,29 @@ class Serializer:
         raise NotImplementedError("Serializer.loads(data) must return the value")
 
 
+# A Packer per thread, made once (msgpack.packb builds a new one per call,
+# which costs more than packing a small message); kept outside the
+# serializer so that it stays copyable and picklable.
+_packers = threading.local()
+
+
 class MsgpackSerializer(Serializer):
     """Any msgpack-able value: None, bool, int, float, str, bytes, lists, dicts."""
 
     name = "msgpack"
 
-    def __init__(self) -> None:
-        # A Packer per thread, made once: msgpack.packb builds a new one per
-        # call, which costs more than packing a small message.
-        self._local = threading.local()
-
     def dumps(self, value: Any) -> bytes:
         try:
-            packer = self._local.packer
+            packer = _packers.packer
         except AttributeError:
-            packer = self._local.packer = msgpack.Packer(use_bin_type=True)
+            packer = _packers.packer = msgpack.Packer(use_bin_type=True)
         try:
             return packer.pack(value)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
-            del self._local.packer  # never reuse a packer that failed half-way
+            del _packers.packer  # never reuse a packer that failed half-way
             raise SerializationError(f"cannot encode {type(value).__name__} with msgpack: {exc}") from exc
         except BaseException:
-            del self._local.packer
+            del _packers.packer
             raise
 
     def loads(self, data: bytes) -> Any:

@@ -149,6 +149,11 @@ class _Meta(ctypes.Structure):
         # whatever processes died; after a reboot they are rebuilt.
         ("boot_hi", ctypes.c_uint64),
         ("boot_lo", ctypes.c_uint64),
+        ("dir_synced_gen", ctypes.c_uint64),  # slab_gen when the folder was last fsynced
+        # The meta file itself (device, inode) when the boot was noted: a
+        # copy or a restored backup is another file, and is rebuilt.
+        ("meta_dev", ctypes.c_uint64),
+        ("meta_ino", ctypes.c_uint64),
     ]
 
 
@@ -206,6 +211,22 @@ def _align(n: int) -> int:
     return (n + 7) & ~7
 
 
+def _set_head(lm: _LogMeta, seq: int, off: int) -> None:
+    """Move a log's head outside a change. A process killed between two
+    stores must leave a position that is never past the real one: the
+    offset goes to the slab's start first, then the slab, then the offset."""
+    lm.head_off = SLAB_HEADER_SIZE
+    lm.head_seq = seq
+    lm.head_off = off
+
+
+def _set_cursor(lm: _LogMeta, seq: int, off: int) -> None:
+    """``_set_head`` for the take cursor."""
+    lm.cursor_off = SLAB_HEADER_SIZE
+    lm.cursor_seq = seq
+    lm.cursor_off = off
+
+
 def _now() -> float:
     return time.time()
 
@@ -249,7 +270,7 @@ def _disk_error(path: str, exc: OSError) -> Exception:
 class _Slab:
     """One mapped slab file."""
 
-    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt", "salt_crc", "seq", "log")
+    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt", "salt_crc", "seq", "log", "ident")
 
     def __init__(self, path: str, log: int, seq: int) -> None:
         self.path = path
@@ -257,7 +278,9 @@ class _Slab:
         self.seq = seq
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            size = os.fstat(self.fd).st_size
+            st = os.fstat(self.fd)
+            self.ident = (st.st_dev, st.st_ino)  # which file: a name can be given to another
+            size = st.st_size
             if size < SLAB_HEADER_SIZE:
                 raise CorruptSlab(path, 0, f"file of {size} bytes is shorter than a slab header")
             self.size = size
@@ -348,6 +371,14 @@ class _Slab:
             return min(tail[1], self.size)
         return self.size
 
+    def is_at_path(self) -> bool:
+        """Whether the file at this slab's name is still this one."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (st.st_dev, st.st_ino) == self.ident
+
     def close(self) -> None:
         hdr = getattr(self, "hdr", None)
         if hdr is not None:
@@ -358,10 +389,12 @@ class _Slab:
             self.mm.close()
         except (BufferError, AttributeError):
             pass
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = -1
 
 
 class _Entry:
@@ -532,6 +565,8 @@ class _Topic:
         self.ops_since_sync = 0
         self.last_sync = time.monotonic()
         self.appended: list[tuple[_Slab, int]] = []
+        self.created: list[_Slab] = []  # slabs made by the change in progress
+        self.hints: dict[_Slab, tuple[int, int]] = {}  # id ranges before it
         self._locked = _Locked(self)
         self._change = _Change(self)
         os.makedirs(path, exist_ok=True)
@@ -542,6 +577,7 @@ class _Topic:
         self.users_fd = os.open(os.path.join(path, "users"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         # Idle watches of the bell, one per thread that waited at once.
         self.watches: list[_wake.Watch] = []
+        self.closed = False
         meta_path = os.path.join(path, "meta")
         fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
         try:
@@ -553,6 +589,8 @@ class _Topic:
                     except OSError as exc:
                         raise _disk_error(meta_path, exc) from exc
                 self.meta_mm = mmap.mmap(fd, META_SIZE)
+                st = os.fstat(fd)
+                meta_file = (st.st_dev & 0xFFFFFFFFFFFFFFFF, st.st_ino & 0xFFFFFFFFFFFFFFFF)
             finally:
                 os.close(fd)
             self.meta = _Meta.from_buffer(self.meta_mm)
@@ -582,17 +620,35 @@ class _Topic:
                 alone = False
             m = self.meta
             same_boot = _BOOT != (0, 0) and (m.boot_hi, m.boot_lo) == _BOOT
+            same_boot = same_boot and (m.meta_dev, m.meta_ino) == meta_file
             if self.intent.active:
                 self._recover_crash()
             elif m.needs_recount or (alone and not m.clean and not same_boot):
                 self._recount()
             m.boot_hi, m.boot_lo = _BOOT
+            m.meta_dev, m.meta_ino = meta_file
             if alone:
                 m.waiters = m.room_waiters = 0
             m.clean = 0
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def dirty(self, log: int, seq: int) -> None:
+        """A change that must be durable wrote to slab ``seq`` (lock held):
+        the next fsync covers it even if that slab was synced before (the
+        group commit syncs the slabs from ``synced_seq`` to the tail)."""
+        lm = self.lms[log]
+        if 0 < seq < lm.synced_seq:
+            lm.synced_seq = seq
+
+    def give_back(self, w: _wake.Watch) -> None:
+        if w.fd < 0:
+            return  # inotify refused (too many instances): try again next time
+        if self.closed:
+            w.close()
+        else:
+            self.watches.append(w)
 
     def watch(self) -> _wake.Watch:
         """A watch of the bell for one waiting thread, rings before now
@@ -621,6 +677,10 @@ class _Topic:
         i.op, i.log, i.seq, i.off = op, log, seq, off
         i.active = 1
         self.appended.clear()
+        if self.created:
+            self.created.clear()
+        if self.hints:
+            self.hints.clear()
         return self._change
 
     def _commit(self) -> None:
@@ -629,10 +689,28 @@ class _Topic:
 
     def _rollback(self) -> None:
         for slab, off in reversed(self.appended):
-            slab.mm[off : off + 4] = b"\0\0\0\0"  # no longer an entry, never adopted
-            slab.hdr.live = max(0, slab.hdr.live - 1)
+            if slab.fd >= 0:
+                slab.mm[off : off + HEADER_SIZE] = bytes(HEADER_SIZE)  # no longer an entry, never adopted
+                slab.hdr.live = max(0, slab.hdr.live - 1)
         self.appended.clear()
+        for slab, (lo, hi) in self.hints.items():
+            if slab.fd >= 0:
+                slab.hdr.min_id, slab.hdr.max_id = lo, hi
+        self.hints.clear()
         ctypes.memmove(self.meta_addr, self.meta_addr + SNAPSHOT_OFF, META_HDR)
+        # Slabs this change made go: left behind, another process could make
+        # one again under the same name while this one still maps the first.
+        for slab in self.created:
+            self.slabs.pop((slab.log, slab.seq), None)
+            if slab.is_at_path():
+                try:
+                    os.unlink(slab.path)
+                except OSError:
+                    pass
+            slab.close()
+        if self.created:
+            self.created.clear()
+            self.meta.slab_gen += 1
         self.intent.active = 0
         self._unseal_tails()
 
@@ -687,10 +765,14 @@ class _Topic:
             seqs.sort()
         self.known = known
         self.slab_gen = self.meta.slab_gen
-        for key in [k for k in self.slabs if k[1] not in known[k[0]]]:
+        # Forget slabs that were deleted, or deleted and made again under
+        # the same name (a change undone, then redone by another process).
+        for key in [k for k, s in self.slabs.items() if k[1] not in known[k[0]] or not s.is_at_path()]:
             self.slabs.pop(key).close()
 
     def slab(self, log: int, seq: int) -> _Slab | None:
+        if self.slab_gen != self.meta.slab_gen:
+            self.refresh()
         s = self.slabs.get((log, seq))
         if s is not None:
             return s
@@ -758,7 +840,7 @@ class _Topic:
         size = (HEADER_SIZE + len(payload) + len(extra) + 7) & ~7  # _align
         lm = self.lms[log]
         tail_seq = lm.tail_seq
-        slab = (self.slabs.get((log, tail_seq)) or self.slab(log, tail_seq)) if tail_seq else None
+        slab = self.slab(log, tail_seq) if tail_seq else None
         off = lm.tail_off
         if slab is None or off + size > slab.size:
             slab = self._new_slab(log, size)
@@ -781,6 +863,8 @@ class _Topic:
             _crash("append.before_header")
         HEAD.pack_into(mm, off, ENTRY_MAGIC, plen, elen, crc, mid, enqueued_at, not_before)
         hdr = slab.hdr
+        if slab not in self.hints:
+            self.hints[slab] = (hdr.min_id, hdr.max_id)  # put back if the change is undone
         hdr.live += 1
         lo = hdr.min_id
         if not lo or mid < lo:
@@ -803,8 +887,13 @@ class _Topic:
         base = b.slab_size if log == MAIN else min(b.slab_size, SIDE_SLAB_SIZE)
         slab = _Slab.create(self.path, log, seq, max(base, SLAB_HEADER_SIZE + size), b.durable)
         self.slabs[(log, seq)] = slab
+        self.created.append(slab)
         if old is not None:
             old.hdr.end = lm.tail_off  # sealed: scanners stop here
+            if lm.tail_off + HEADER_SIZE <= old.size:
+                # Whatever a killed writer left past the tail is no entry:
+                # zeros there end every scan of the sealed slab.
+                old.mm[lm.tail_off : lm.tail_off + HEADER_SIZE] = bytes(HEADER_SIZE)
         lm.tail_seq, lm.tail_off = seq, SLAB_HEADER_SIZE
         if not lm.head_seq:
             lm.head_seq, lm.head_off = seq, SLAB_HEADER_SIZE
@@ -845,10 +934,11 @@ class _Topic:
         lm = self.meta.logs[slab.log]
         if _CRASH_AT:
             _crash("slab.before_delete")
-        try:
-            os.unlink(slab.path)
-        except FileNotFoundError:
-            pass
+        if slab.is_at_path():  # never another file given the same name
+            try:
+                os.unlink(slab.path)
+            except FileNotFoundError:
+                pass
         self.slabs.pop((slab.log, slab.seq), None)
         slab.close()
         self.meta.slab_gen += 1
@@ -994,6 +1084,7 @@ class _Topic:
         return lost, adopted
 
     def close(self) -> None:
+        self.closed = True
         for s in self.slabs.values():
             s.close()
         self.slabs.clear()
@@ -1191,72 +1282,100 @@ class SlabBackend(Backend):
         return t
 
     # -- durability ---------------------------------------------------------------
+    @staticmethod
+    def _covered(t: _Topic, target_op: int) -> bool:
+        """Whether an fsync that finished covers change ``target_op``;
+        StorageError if one that failed covers it. ``synced_op`` is read
+        first: the failed range only grows, so a failure that came before
+        the success read here is seen by the check after it."""
+        m = t.meta
+        synced = m.synced_op
+        if m.sync_error_from < target_op <= m.sync_error_op:
+            raise StorageError(t.path, "an earlier fsync failed for this write")
+        return bool(synced >= target_op)
+
     def _sync_topic(self, t: _Topic, target_op: int | None = None, meta: bool = False) -> None:
         """Group commit: one fsync covers every change made before it, by any
         process. A caller whose change is already covered returns at once."""
-        m = t.meta
-        # A failed fsync is checked first: a later fsync that succeeds says
-        # nothing of pages the kernel may have dropped after the failure.
-        if target_op is not None:
-            if m.sync_error_from < target_op <= m.sync_error_op:
-                raise StorageError(t.path, "an earlier fsync failed for this write")
-            if m.synced_op >= target_op:
-                return
-        with t.sync_cond:
-            while True:
-                if target_op is not None:
-                    if m.sync_error_from < target_op <= m.sync_error_op:
-                        raise StorageError(t.path, "an earlier fsync failed for this write")
-                    if m.synced_op >= target_op:
-                        return
-                if not t.sync_leading:
-                    t.sync_leading = True
-                    break
-                t.sync_cond.wait()
+        if target_op is not None and self._covered(t, target_op):
+            return
+        leader = False
         try:
+            with t.sync_cond:
+                while True:
+                    if target_op is not None and self._covered(t, target_op):
+                        return
+                    if not t.sync_leading:
+                        leader = True
+                        t.sync_leading = True
+                        break
+                    t.sync_cond.wait()
             self._sync_as_leader(t, target_op, meta)
         finally:
-            with t.sync_cond:
-                t.sync_leading = False
-                t.sync_cond.notify_all()
+            if leader:
+                with t.sync_cond:
+                    t.sync_leading = False
+                    t.sync_cond.notify_all()
 
     def _sync_as_leader(self, t: _Topic, target_op: int | None, meta: bool) -> None:
         m = t.meta
         fcntl.flock(t.sync_fd, fcntl.LOCK_EX)  # one fsync at a time across processes
+        fds: list[int] = []
         try:
-            if target_op is not None:
-                if m.sync_error_from < target_op <= m.sync_error_op:
-                    raise StorageError(t.path, "an earlier fsync failed for this write")
-                if m.synced_op >= target_op:
-                    return  # another process's fsync covered it
-            upto = int(m.op_seq)
-            try:
+            if target_op is not None and self._covered(t, target_op):
+                return  # another process's fsync covered it
+            # What this fsync covers, read under the topic lock so that no
+            # change is half made: every op up to op_seq, in the slabs from
+            # each log's synced_seq to its tail (a change to an older slab
+            # that must be durable lowers synced_seq: see _dirty). The files
+            # are dup'ed: a slab deleted meanwhile is still synced, never a
+            # closed descriptor.
+            with t.locked():
+                upto = int(m.op_seq)
+                starts = [int(lm.synced_seq) for lm in t.lms]
+                tails = [int(lm.tail_seq) for lm in t.lms]
+                # A slab deleted since the last sync (its entries all
+                # finished): the deletion is durable once the folder is.
+                gen = int(m.slab_gen)
+                sync_dir = gen != m.dir_synced_gen
                 for log in (MAIN, DELAYED, FAILED):
-                    lm = m.logs[log]
                     for seq in t.seqs(log):
-                        if seq < lm.synced_seq:
-                            continue
-                        slab = t.slab(log, seq)
-                        if slab is not None:
-                            os.fdatasync(slab.fd)
-                    lm.synced_seq = lm.tail_seq
+                        if seq >= starts[log]:
+                            slab = t.slab(log, seq)
+                            if slab is not None:
+                                fds.append(os.dup(slab.fd))
+            try:
+                for fd in fds:
+                    os.fdatasync(fd)
+                if sync_dir:
+                    _fsync_dir(t.path)
                 if meta:
-                    # Counters are rebuilt from the slabs after an unclean
-                    # stop, so a put or take never waits for this one.
+                    # Counters are rebuilt from the slabs after a reboot, so
+                    # a put or take never waits for this one.
                     t.meta_mm.flush()
             except OSError as exc:
                 # Never retried into a false success: after a failed fsync
                 # the kernel may drop the dirty pages and report the next
                 # fsync as fine. The failed range only grows (a false error,
-                # never a false success): it starts where the first failure did.
-                if not m.sync_error_op:
-                    m.sync_error_from = int(m.synced_op)
-                m.sync_error_op = max(int(m.sync_error_op), upto)
+                # never a false success): it starts where the first failure
+                # did and covers every change made until the failure was seen.
+                with t.locked():
+                    if not m.sync_error_op:
+                        m.sync_error_from = int(m.synced_op)
+                    m.sync_error_op = max(int(m.sync_error_op), upto, int(m.op_seq))
                 raise _disk_error(t.path, exc) from exc
-            m.synced_op = max(int(m.synced_op), upto)
+            with t.locked():
+                m.synced_op = max(int(m.synced_op), upto)
+                if sync_dir:
+                    m.dir_synced_gen = gen
+                for lm, start, tail in zip(t.lms, starts, tails, strict=True):
+                    if lm.synced_seq >= start:  # else lowered since: keep that
+                        lm.synced_seq = max(int(lm.synced_seq), tail)
             t.ops_since_sync = 0
             t.last_sync = time.monotonic()
         finally:
+            for fd in fds:
+                os.close(fd)
             fcntl.flock(t.sync_fd, fcntl.LOCK_UN)
 
     def _after_write(self, t: _Topic, op: int, durable: bool) -> None:
@@ -1305,7 +1424,7 @@ class SlabBackend(Backend):
                 with t.locked():
                     t.meta.room_waiters = max(0, t.meta.room_waiters - 1)
             if watch is not None:
-                t.watches.append(watch)
+                t.give_back(watch)
         if waiters > 0:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_put)
@@ -1375,6 +1494,9 @@ class SlabBackend(Backend):
                         out = self._claim(t, limit, owner)
                         if out:
                             op = int(m.op_seq)
+                            if self.fsync_take:
+                                for d in out:
+                                    t.dirty(MAIN, d.token[0])
                             break
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
@@ -1396,7 +1518,7 @@ class SlabBackend(Backend):
                 with t.locked():
                     t.meta.waiters = max(0, t.meta.waiters - 1)
             if watch is not None:
-                t.watches.append(watch)
+                t.give_back(watch)
         if self.fsync_take:
             self._sync_topic(t, op)
         return out
@@ -1461,7 +1583,7 @@ class SlabBackend(Backend):
             t._recount()
             return out
         if pos > (int(lm.cursor_seq), int(lm.cursor_off)):
-            lm.cursor_seq, lm.cursor_off = pos
+            _set_cursor(lm, *pos)
         if not out and m.ready > 0:
             t._recount()  # the counter said ready but none was found
         return out
@@ -1524,7 +1646,7 @@ class SlabBackend(Backend):
         for e in expired:
             self._move(t, e, MAIN, OP_RECLAIM)
         if first_live is not None and (MAIN, first_live[0]) in t.slabs:
-            lm.head_seq, lm.head_off = first_live
+            _set_head(lm, *first_live)
 
     def _move(self, t: _Topic, e: _Entry, to_log: int, op: int, error: dict[str, Any] | None = None,
               not_before: float = 0.0, final_status: int = MOVED) -> None:
@@ -1572,6 +1694,8 @@ class SlabBackend(Backend):
         t = self._get(topic)
         with t.locked():
             ok, wake, op = self._settle_locked(t, token, outcome, delay, error)
+            if self.fsync_take:
+                t.dirty(MAIN, token[0])
         if wake:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_take)
@@ -1588,6 +1712,8 @@ class SlabBackend(Backend):
                 ok, wake, op = self._settle_locked(t, token, outcome, 0.0, None)
                 oks.append(ok)
                 wake_any = wake_any or wake
+                if self.fsync_take:
+                    t.dirty(MAIN, token[0])
         if wake_any:
             _wake.ring(t.bell_fd)
         if tokens:
@@ -1792,6 +1918,11 @@ class SlabBackend(Backend):
             raise MessageNotFound(t.name, mid, "ready, delayed, in_progress or failed")
         return e, state
 
+    def _admin_dirty(self, t: _Topic, e: _Entry) -> None:
+        # An operator's change is synced as a put would be.
+        if self.fsync_put:
+            t.dirty(e.slab.log, e.slab.seq)
+
     def _admin_done(self, t: _Topic, wake: bool) -> None:
         """After an operator's change: wake whoever it concerns, then sync
         as a put would."""
@@ -1807,6 +1938,7 @@ class SlabBackend(Backend):
             e, state = self._find_unfinished(t, id)
             if state != "ready":
                 self._move(t, e, MAIN, OP_MOVE)
+                self._admin_dirty(t, e)
             wake = t.meta.waiters > 0
         self._admin_done(t, wake)
 
@@ -1819,6 +1951,7 @@ class SlabBackend(Backend):
             for e in list(t.entries(FAILED)):
                 if e.status == READY:
                     self._move(t, e, MAIN, OP_MOVE)
+                    self._admin_dirty(t, e)
                     n += 1
             wake = t.meta.waiters > 0
         if n:
@@ -1846,6 +1979,7 @@ class SlabBackend(Backend):
         with t.locked():
             e, state = self._find_unfinished(t, id)
             self._remove(t, e, state)
+            self._admin_dirty(t, e)
             wake = t.meta.room_waiters > 0
         self._admin_done(t, wake)
 
@@ -1859,6 +1993,7 @@ class SlabBackend(Backend):
             self._promote(t)
             for e, s in self._scan(t, states, 0, None):
                 self._remove(t, e, s)
+                self._admin_dirty(t, e)
                 n += 1
             wake = t.meta.room_waiters > 0
         if n:
@@ -1881,6 +2016,8 @@ class SlabBackend(Backend):
                 flips = 0
                 spans: dict[_Slab, list[int]] = {}
                 ends: dict[_Slab, int] = {}
+                first_live: dict[int, tuple[int, int]] = {}  # per log
+                first_ready: tuple[int, int] | None = None
                 for log in (MAIN, DELAYED, FAILED):
                     for seq in t.seqs(log):
                         try:
@@ -1895,6 +2032,9 @@ class SlabBackend(Backend):
                         span[1] = max(span[1], e.id)
                         if e.status in (READY, TAKEN):
                             span[2] += 1
+                            first_live.setdefault(log, (e.slab.seq, e.off))
+                            if log == MAIN and e.status == READY and first_ready is None:
+                                first_ready = (e.slab.seq, e.off)
                         if not e.mut_ok:
                             flips += 1
                         state = self._state_of(log, e.status)
@@ -1936,7 +2076,19 @@ class SlabBackend(Backend):
                     fixed.append(f"{name}: rewrote {headers_fixed} damaged slab header fields")
                 if counts != recorded:
                     problems.append(f"{name}: counters {recorded} do not match the slabs {counts}")
-                if fix and (damage or flips or counts != recorded):
+                # Scans start at a log's head (reclaim) and the main log's
+                # cursor (take): past a live entry, that entry is never seen.
+                lost_from = False
+                for log, pos in first_live.items():
+                    lm = t.lms[log]
+                    if (lm.head_seq, lm.head_off) > pos:
+                        problems.append(f"{name}: the head of log {LOG_PREFIX[log]} is past a live entry")
+                        lost_from = True
+                if first_ready is not None and (t.lms[MAIN].cursor_seq, t.lms[MAIN].cursor_off) > first_ready:
+                    problems.append(f"{name}: the take cursor is past a ready entry")
+                    lost_from = True
+                if fix and (damage or flips or counts != recorded or lost_from):
+                    m.needs_recount = 1  # a kill before the rebuild below is done
                     for e_log in (MAIN, DELAYED, FAILED):
                         for e in t.entries(e_log):
                             if not e.mut_ok:
