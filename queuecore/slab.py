@@ -100,8 +100,15 @@ class _SlabHeader(ctypes.Structure):
         # so one flipped bit in the header cannot make every entry unreadable.
         ("salt2", ctypes.c_uint64),
         ("hcrc", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),  # CRC of min_id and max_id: whether lookups may trust them
     ]
+
+
+_HINTS = struct.Struct("<QQ")
+
+
+def _hint_crc(lo: int, hi: int) -> int:
+    return zlib.crc32(_HINTS.pack(lo, hi))
 
 
 def _header_crc(seq: int, salt: int, created: float) -> int:
@@ -319,15 +326,26 @@ class _Slab:
         expected_end = 0 if sealed_end is None else sealed_end
         if h.end != expected_end:
             out.append(f"end {h.end} (records end at {expected_end})")
-        if h.pad:
-            out.append("padding not zero")
+        if not self.hints_ok():
+            out.append("id range checksum mismatch")
         return out
 
     def fix_header(self, sealed_end: int | None) -> None:
         h = self.hdr
-        h.magic, h.seq, h.salt, h.salt2, h.pad = SLAB_MAGIC, self.seq, self.salt, self.salt, 0
+        h.magic, h.seq, h.salt, h.salt2 = SLAB_MAGIC, self.seq, self.salt, self.salt
         h.end = 0 if sealed_end is None else sealed_end
         h.hcrc = _header_crc(self.seq, self.salt, h.created)
+        h.pad = _hint_crc(h.min_id, h.max_id)
+
+    def set_hints(self, lo: int, hi: int) -> None:
+        h = self.hdr
+        h.min_id, h.max_id, h.pad = lo, hi, _hint_crc(lo, hi)
+
+    def hints_ok(self) -> bool:
+        """Whether min_id/max_id are as last written (a lookup may skip this
+        slab on their word); else every lookup reads the slab."""
+        h = self.hdr
+        return bool(h.pad == _hint_crc(h.min_id, h.max_id))
 
     @classmethod
     def create(cls, directory: str, log: int, seq: int, size: int, durable: bool) -> _Slab:
@@ -344,7 +362,7 @@ class _Slab:
                 os.posix_fallocate(fd, 0, size)
                 salt, created = secrets.randbits(64), _now()
                 header = _SlabHeader(SLAB_MAGIC, seq, salt, created, 0, 0, 0, 0, salt,
-                                     _header_crc(seq, salt, created), 0)
+                                     _header_crc(seq, salt, created), _hint_crc(0, 0))
                 os.pwrite(fd, bytes(header), 0)
                 if durable:
                     os.fsync(fd)
@@ -695,7 +713,7 @@ class _Topic:
         self.appended.clear()
         for slab, (lo, hi) in self.hints.items():
             if slab.fd >= 0:
-                slab.hdr.min_id, slab.hdr.max_id = lo, hi
+                slab.set_hints(lo, hi)
         self.hints.clear()
         ctypes.memmove(self.meta_addr, self.meta_addr + SNAPSHOT_OFF, META_HDR)
         # Slabs this change made go: left behind, another process could make
@@ -866,11 +884,12 @@ class _Topic:
         if slab not in self.hints:
             self.hints[slab] = (hdr.min_id, hdr.max_id)  # put back if the change is undone
         hdr.live += 1
-        lo = hdr.min_id
+        lo, hi = hdr.min_id, hdr.max_id
         if not lo or mid < lo:
-            hdr.min_id = mid
-        if mid > hdr.max_id:
-            hdr.max_id = mid
+            lo = hdr.min_id = mid
+        if mid > hi:
+            hi = hdr.max_id = mid
+        hdr.pad = _hint_crc(lo, hi)
         if _CRASH_AT:
             _crash("append.after_header")
         lm.tail_off = off + size
@@ -1016,7 +1035,7 @@ class _Topic:
                 slab = self.slab(log, seq)
                 if slab is not None:
                     slab.hdr.live = live.get(seq, 0)
-                    slab.hdr.min_id, slab.hdr.max_id = ids.get(seq, (0, 0))
+                    slab.set_hints(*ids.get(seq, (0, 0)))
                     slab.hdr.end = 0 if seq == lm.tail_seq else ends.get(slab, slab.hdr.end)
                     if not slab.hdr.live and seq != lm.tail_seq:
                         self._drop_slab(slab)  # left behind by a crash
@@ -1850,12 +1869,15 @@ class SlabBackend(Backend):
         for log in logs:
             for seq in t.seqs(log):
                 slab = t.slab(log, seq)
-                if slab is None or (slab.hdr.max_id and slab.hdr.max_id <= after):
+                if slab is None:
+                    continue
+                trusted = slab.hints_ok()
+                if trusted and slab.hdr.max_id and slab.hdr.max_id <= after:
                     continue
                 if limit is not None and len(found) >= limit:
                     found.sort(key=lambda x: x[0])
                     del found[limit:]
-                    if slab.hdr.min_id > found[-1][0]:
+                    if trusted and slab.hdr.min_id > found[-1][0]:
                         continue
                 for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
                     if e.slab.seq != seq:
@@ -1880,16 +1902,21 @@ class SlabBackend(Backend):
             return [self._record(t, e, s) for e, s in self._scan(t, states, after or 0, limit)]
 
     def _find(self, t: _Topic, mid: int) -> tuple[_Entry, str]:
-        # The slab headers' id ranges say where to look; they are hints (no
-        # checksum covers them), so the slabs they rule out are read too
-        # before the id is called unknown.
+        # The slab headers' id ranges say where to look. A range whose
+        # checksum does not match (a flipped bit) rules nothing out: those
+        # slabs are read too, last.
         best: tuple[_Entry, str] | None = None
         for hinted in (True, False):
             for log in (FAILED, DELAYED, MAIN):
                 for seq in t.seqs(log):
                     slab = t.slab(log, seq)
-                    if slab is None or (slab.hdr.min_id <= mid <= slab.hdr.max_id) != hinted:
+                    if slab is None:
                         continue
+                    trusted = slab.hints_ok()
+                    if hinted != (trusted and slab.hdr.min_id <= mid <= slab.hdr.max_id):
+                        continue
+                    if not hinted and trusted:
+                        continue  # a sound range that rules the id out
                     for e in t.entries(log, (seq, SLAB_HEADER_SIZE)):
                         if e.slab.seq != seq:
                             break
@@ -2057,7 +2084,8 @@ class SlabBackend(Backend):
                         f"{slab.hdr.min_id}..{slab.hdr.max_id} ({slab.hdr.live} live), "
                         f"the slab holds {lo}..{hi} ({live} live)")
                     if fix:
-                        slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live = lo, hi, live
+                        slab.set_hints(lo, hi)
+                        slab.hdr.live = live
                 if fix and bad_spans:
                     fixed.append(f"{name}: corrected the header hints of {len(bad_spans)} slabs")
                 # Every other header field: what the open tolerated, and the

@@ -61,7 +61,8 @@ def test_b3_a_flipped_bit_in_a_slab_header_hides_no_message(tmp_path: Path) -> N
         assert [qs.peek("q", mid).id for mid in ids] == ids  # so does peek
         problems = qs.check()["problems"]
         assert problems == ["q/m000000000001.slab: header says ids 5..3 (3 live), "
-                            "the slab holds 1..3 (3 live)"]
+                            "the slab holds 1..3 (3 live)",
+                            "q/m000000000001.slab: slab header: id range checksum mismatch"]
         assert qs.check(fix=True)["fixed"]
         assert not qs.check()["problems"]
         qs.requeue("q", ids[0])
