@@ -47,6 +47,7 @@ from queuecore.errors import (
     InvalidOption,
     InvalidTopic,
     MessageNotFound,
+    QueueError,
     QueueFull,
     StorageError,
 )
@@ -161,6 +162,11 @@ class _Meta(ctypes.Structure):
         # copy or a restored backup is another file, and is rebuilt.
         ("meta_dev", ctypes.c_uint64),
         ("meta_ino", ctypes.c_uint64),
+        # Per log, the lowest slab before the tail that a change which must
+        # be durable wrote since the sync leader last looked (0: none). The
+        # next fsync covers it, even if an fsync running meanwhile synced
+        # that slab before the write.
+        ("dirty_low", ctypes.c_uint64 * 3),
     ]
 
 
@@ -182,7 +188,7 @@ META_SIZE = 4096
 META_HDR = (ctypes.sizeof(_Meta) + 63) & ~63  # bytes of _Meta copied into the undo snapshot
 INTENT_OFF = 1024
 SNAPSHOT_OFF = 2048
-assert ctypes.sizeof(_Meta) <= META_HDR
+assert ctypes.sizeof(_Meta) <= META_HDR <= INTENT_OFF
 OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
 
 SIDE_SLAB_SIZE = 1024 * 1024  # slab size of the delayed and failed logs
@@ -585,6 +591,14 @@ class _Topic:
         self.appended: list[tuple[_Slab, int]] = []
         self.created: list[_Slab] = []  # slabs made by the change in progress
         self.hints: dict[_Slab, tuple[int, int]] = {}  # id ranges before it
+        # Slabs the change in progress emptied: deleted when it commits (an
+        # undone change must find every slab it started from).
+        self.dropping: list[_Slab] = []
+        # The entry the change is about, and its state before it, put back
+        # if the change is undone (a move undone must not lose the message).
+        self.undo_slab: _Slab | None = None
+        self.undo_off = 0
+        self.undo_mut = b""
         self._locked = _Locked(self)
         self._change = _Change(self)
         os.makedirs(path, exist_ok=True)
@@ -614,6 +628,7 @@ class _Topic:
             self.meta = _Meta.from_buffer(self.meta_mm)
             # Each ``meta.logs[i]`` builds a new ctypes object: keep three.
             self.lms = tuple(self.meta.logs[i] for i in range(3))
+            self.dirty_low = self.meta.dirty_low
             self.meta_addr = ctypes.addressof(self.meta)
             self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
             if self.meta.magic != META_MAGIC:
@@ -647,7 +662,15 @@ class _Topic:
             m.meta_dev, m.meta_ino = meta_file
             if alone:
                 m.waiters = m.room_waiters = 0
-            m.clean = 0
+            if m.clean:
+                # On disk now, before any change: a power loss must never
+                # leave 'clean' there with the counters of the last close
+                # and slabs written since (the next open would trust them).
+                m.clean = 0
+                try:
+                    self.meta_mm.flush()
+                except OSError as exc:
+                    raise _disk_error(meta_path, exc) from exc
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
@@ -655,10 +678,11 @@ class _Topic:
     def dirty(self, log: int, seq: int) -> None:
         """A change that must be durable wrote to slab ``seq`` (lock held):
         the next fsync covers it even if that slab was synced before (the
-        group commit syncs the slabs from ``synced_seq`` to the tail)."""
-        lm = self.lms[log]
-        if 0 < seq < lm.synced_seq:
-            lm.synced_seq = seq
+        group commit syncs the slabs from ``synced_seq`` to the tail, and
+        from the lowest slab marked here)."""
+        low = self.dirty_low
+        if seq > 0 and (not low[log] or seq < low[log]):
+            low[log] = seq
 
     def give_back(self, w: _wake.Watch) -> None:
         if w.fd < 0:
@@ -683,12 +707,14 @@ class _Topic:
         """``with t.locked():`` holds the topic's thread lock and flock."""
         return self._locked
 
-    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0) -> _Change:
+    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0,
+               slab: _Slab | None = None) -> _Change:
         """``with t.change(...):`` one change of the topic (lock held). The
         counters are copied first; a process killed in the middle leaves the
         copy and the record of what it was doing for the next lock holder. An
         exception inside rolls the change back (a put that raised DiskFull
-        half-way must never reappear)."""
+        half-way must never reappear). ``slab`` and ``off``: the entry the
+        change is about, whose state an undo puts back."""
         # memmove, not slicing: this runs for every put, take and settle.
         ctypes.memmove(self.meta_addr + SNAPSHOT_OFF, self.meta_addr, META_HDR)
         i = self.intent
@@ -699,18 +725,49 @@ class _Topic:
             self.created.clear()
         if self.hints:
             self.hints.clear()
+        if self.dropping:
+            self.dropping.clear()
+        self.undo_slab = slab
+        if slab is not None:
+            self.undo_off = off
+            self.undo_mut = slab.mm[off + MUT_OFF : off + MUT_OFF + MUT.size]
         return self._change
 
     def _commit(self) -> None:
+        if self.dropping:
+            self._drop_emptied()
         self.meta.op_seq += 1
         self.intent.active = 0
 
+    def _drop_emptied(self) -> None:
+        """Delete the slabs the committing change emptied. Never raises: a
+        slab that cannot be read or deleted now stays (its entries are all
+        finished; the next rebuild deletes it)."""
+        for slab in self.dropping:
+            if slab.fd < 0 or slab.hdr.live > 0:
+                continue
+            try:
+                self._drop_if_finished(slab)
+            except (OSError, QueueError):
+                pass
+        self.dropping.clear()
+
     def _rollback(self) -> None:
+        gen_before = int(self.meta.slab_gen)
         for slab, off in reversed(self.appended):
             if slab.fd >= 0:
                 slab.mm[off : off + HEADER_SIZE] = bytes(HEADER_SIZE)  # no longer an entry, never adopted
                 slab.hdr.live = max(0, slab.hdr.live - 1)
         self.appended.clear()
+        self.dropping.clear()
+        u = self.undo_slab
+        if u is not None:
+            self.undo_slab = None
+            if u.fd >= 0:
+                off = self.undo_off + MUT_OFF
+                # The slab's live count is left as it is: one too low is
+                # found out (a slab is scanned before it is deleted).
+                u.mm[off : off + MUT.size] = self.undo_mut
         for slab, (lo, hi) in self.hints.items():
             if slab.fd >= 0:
                 slab.set_hints(lo, hi)
@@ -728,7 +785,11 @@ class _Topic:
             slab.close()
         if self.created:
             self.created.clear()
-            self.meta.slab_gen += 1
+        # Other processes list the slabs again (the restored counters would
+        # otherwise show them the generation of the list they hold).
+        restored = int(self.meta.slab_gen)
+        if restored != gen_before:
+            self.meta.slab_gen = max(restored, gen_before) + 1
         self.intent.active = 0
         self._unseal_tails()
 
@@ -746,7 +807,11 @@ class _Topic:
         whole entries it appended, and rebuild every gauge from the slabs."""
         i = self.intent
         op, log, seq, off = i.op, i.log, i.seq, i.off
+        gen_before = int(self.meta.slab_gen)
         self.meta_mm[0:META_HDR] = self.meta_mm[SNAPSHOT_OFF : SNAPSHOT_OFF + META_HDR]
+        # The dead change may have made or deleted slabs: every process
+        # lists them again (the restored generation may be one they hold).
+        self.meta.slab_gen = max(int(self.meta.slab_gen), gen_before) + 1
         first_new_id = int(self.meta.next_id)
         self.slab_gen = -1
         _lost, adopted = self._adopt_beyond_tails()
@@ -920,7 +985,7 @@ class _Topic:
             lm.cursor_seq, lm.cursor_off = seq, SLAB_HEADER_SIZE
         self.meta.slab_gen += 1
         if old is not None and old.hdr.live <= 0:
-            self._drop_if_finished(old)
+            self.dropping.append(old)
         return slab
 
     def finished(self, e: _Entry) -> None:
@@ -930,8 +995,8 @@ class _Topic:
     def finished_at(self, slab: _Slab) -> None:
         hdr = slab.hdr
         hdr.live = max(0, hdr.live - 1)
-        if hdr.live == 0 and slab.seq != self.meta.logs[slab.log].tail_seq:
-            self._drop_if_finished(slab)
+        if hdr.live == 0 and slab.seq != self.lms[slab.log].tail_seq and slab not in self.dropping:
+            self.dropping.append(slab)  # deleted when the change commits
 
     def _drop_if_finished(self, slab: _Slab) -> None:
         # The live count says empty; a damaged count must not delete a slab
@@ -950,24 +1015,28 @@ class _Topic:
     def _drop_slab(self, slab: _Slab) -> None:
         # Every entry is finished: the file goes. Processes that still map it
         # keep a valid mapping and see only finished entries there.
-        lm = self.meta.logs[slab.log]
+        lm = self.lms[slab.log]
         if _CRASH_AT:
             _crash("slab.before_delete")
-        if slab.is_at_path():  # never another file given the same name
-            try:
+        try:
+            if slab.is_at_path():  # never another file given the same name
                 os.unlink(slab.path)
-            except FileNotFoundError:
-                pass
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return  # it stays, every entry finished, until a rebuild deletes it
         self.slabs.pop((slab.log, slab.seq), None)
         slab.close()
         self.meta.slab_gen += 1
         remaining = [s for s in self.seqs(slab.log) if s != slab.seq]
-        if lm.head_seq == slab.seq or lm.head_seq not in remaining:
-            nxt = [s for s in remaining if s > slab.seq]
+        # Head and cursor go to the first slab left at or after them (a
+        # slab between them and the deleted one still holds entries).
+        if lm.head_seq not in remaining:
+            nxt = [s for s in remaining if s >= lm.head_seq]
             if nxt:
                 lm.head_seq, lm.head_off = nxt[0], SLAB_HEADER_SIZE
-        if lm.cursor_seq == slab.seq:
-            nxt = [s for s in remaining if s > slab.seq]
+        if lm.cursor_seq not in remaining:
+            nxt = [s for s in remaining if s >= lm.cursor_seq]
             if nxt:
                 lm.cursor_seq, lm.cursor_off = nxt[0], SLAB_HEADER_SIZE
 
@@ -1049,6 +1118,7 @@ class _Topic:
         # A slab that lost its end with no partial entry left to see.
         m.dropped += max(dropped, lost_tails)
         m.needs_recount = 0
+        m.slab_gen += 1  # every process lists the slabs again
         self.slab_gen = -1
         # The scan mapped every page of every slab into this process: let
         # them go (the data stays in the page cache, and on disk), so a
@@ -1102,6 +1172,25 @@ class _Topic:
                 lm.cursor_seq, lm.cursor_off = seqs[0], SLAB_HEADER_SIZE
         return lost, adopted
 
+    def _sync_files(self) -> bool:
+        """Every slab and the folder on disk (lock held); False if an fsync
+        failed."""
+        try:
+            for name in os.listdir(self.path):
+                if name.endswith(".slab"):
+                    try:
+                        fd = os.open(os.path.join(self.path, name), os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        continue
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
+            _fsync_dir(self.path)
+        except OSError:
+            return False
+        return True
+
     def close(self) -> None:
         self.closed = True
         for s in self.slabs.values():
@@ -1109,7 +1198,8 @@ class _Topic:
         self.slabs.clear()
         try:
             # The last process out marks the topic clean, so the next first
-            # opener can skip the rebuild.
+            # opener can skip the rebuild, even after a reboot: the slabs
+            # are on disk before the mark is.
             fcntl.flock(self.users_fd, fcntl.LOCK_UN)
             with self.tlock:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
@@ -1119,7 +1209,7 @@ class _Topic:
                         last = True
                     except BlockingIOError:
                         last = False
-                    if last and not self.intent.active:
+                    if last and not self.intent.active and self._sync_files():
                         self.meta.waiters = self.meta.room_waiters = 0
                         self.meta.clean = 1
                         self.meta_mm.flush()
@@ -1128,6 +1218,7 @@ class _Topic:
         finally:
             del self.meta
             del self.lms
+            del self.dirty_low
             del self.intent
             try:
                 self.meta_mm.close()
@@ -1345,13 +1436,17 @@ class SlabBackend(Backend):
                 return  # another process's fsync covered it
             # What this fsync covers, read under the topic lock so that no
             # change is half made: every op up to op_seq, in the slabs from
-            # each log's synced_seq to its tail (a change to an older slab
-            # that must be durable lowers synced_seq: see _dirty). The files
-            # are dup'ed: a slab deleted meanwhile is still synced, never a
+            # each log's synced_seq to its tail, and from the lowest older
+            # slab a durable change wrote (see dirty(); a write there from
+            # now on marks it again, for the next fsync). The files are
+            # dup'ed: a slab deleted meanwhile is still synced, never a
             # closed descriptor.
             with t.locked():
                 upto = int(m.op_seq)
-                starts = [int(lm.synced_seq) for lm in t.lms]
+                low = t.dirty_low
+                starts = [min(int(lm.synced_seq), low[log] or lm.synced_seq) for log, lm in enumerate(t.lms)]
+                for log in (MAIN, DELAYED, FAILED):
+                    low[log] = 0
                 tails = [int(lm.tail_seq) for lm in t.lms]
                 # A slab deleted since the last sync (its entries all
                 # finished): the deletion is durable once the folder is.
@@ -1382,14 +1477,15 @@ class SlabBackend(Backend):
                     if not m.sync_error_op:
                         m.sync_error_from = int(m.synced_op)
                     m.sync_error_op = max(int(m.sync_error_op), upto, int(m.op_seq))
+                    for log, start in enumerate(starts):
+                        t.dirty(log, start)  # the next fsync covers them again
                 raise _disk_error(t.path, exc) from exc
             with t.locked():
                 m.synced_op = max(int(m.synced_op), upto)
                 if sync_dir:
                     m.dir_synced_gen = gen
-                for lm, start, tail in zip(t.lms, starts, tails, strict=True):
-                    if lm.synced_seq >= start:  # else lowered since: keep that
-                        lm.synced_seq = max(int(lm.synced_seq), tail)
+                for lm, tail in zip(t.lms, tails, strict=True):
+                    lm.synced_seq = max(int(lm.synced_seq), tail)
             t.ops_since_sync = 0
             t.last_sync = time.monotonic()
         finally:
@@ -1553,7 +1649,7 @@ class SlabBackend(Backend):
         lm = t.lms[MAIN]
         token = self._rng.getrandbits(63) | 1
         attempts = e.attempts + 1
-        with t.change(OP_OTHER, MAIN, e.slab.seq, e.off):
+        with t.change(OP_OTHER, MAIN, e.slab.seq, e.off, e.slab):
             e.set(TAKEN, attempts, owner, token, lease_until)
             m.ready -= 1
             m.in_progress += 1
@@ -1678,7 +1774,7 @@ class SlabBackend(Backend):
             errors = (errors + [error])[-MAX_ERRORS_KEPT:]
         extra = msgpack.packb(errors, use_bin_type=True) if errors else b""
         from_log = e.slab.log
-        with t.change(op, from_log, e.slab.seq, e.off):
+        with t.change(op, from_log, e.slab.seq, e.off, e.slab):
             t.append(to_log, e.id, e.payload(), extra, e.enqueued_at, not_before, e.attempts)
             old_status = e.status
             if _CRASH_AT:
@@ -1751,7 +1847,7 @@ class SlabBackend(Backend):
         if status != TAKEN or token_now != tok or owner != self._owner_id:
             return False, False, int(m.op_seq)
         if outcome == "complete" and deadline > time.time():
-            with t.change(OP_COMPLETE, MAIN, seq, off):
+            with t.change(OP_COMPLETE, MAIN, seq, off, slab):
                 slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(DONE, attempts)
                 if _CRASH_AT:
                     _crash("complete.after_status")
@@ -1987,7 +2083,7 @@ class SlabBackend(Backend):
 
     def _remove(self, t: _Topic, e: _Entry, state: str) -> None:
         m = t.meta
-        with t.change(OP_OTHER, e.slab.log, e.slab.seq, e.off):
+        with t.change(OP_OTHER, e.slab.log, e.slab.seq, e.off, e.slab):
             e.set(MOVED)
             t.finished(e)
             if state == "ready":

@@ -247,3 +247,193 @@ def test_a_head_past_a_live_lease_is_reported_and_fixed(tmp_path: Path) -> None:
         assert problems == ["q: the head of log m is past a live entry"]
         assert qs.check(fix=True)["fixed"]
         assert qs.check()["problems"] == []
+
+
+# -- a second review ------------------------------------------------------------
+
+
+def test_a_settle_to_an_old_slab_during_the_fsync_that_synced_it_is_synced_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader fsyncs slab 1, then a complete writes slab 1 before the
+    leader records its success: the complete's own fsync must cover slab 1."""
+    kw: dict[str, Any] = {"fsync_put": True, "fsync_take": True, "slab_size": 8192, "serializer": "raw"}
+    qs = Queues(str(tmp_path), **kw)
+    for v in (b"a", b"b", b"x"):
+        qs.put("q", v * 100)  # slab 1 (x stays live: slab 1 is never deleted)
+    qs.put("q", b"c" * 8000)  # slab 2 is the tail
+    first, second = qs.take("q", timeout=0), qs.take("q", timeout=0)
+    assert first is not None and second is not None
+    t = qs.backend._get("q")  # type: ignore[attr-defined]
+    real = os.fdatasync
+    after: list[str] = []
+    done: list[bool] = []
+
+    def complete_first() -> None:
+        done.append(first.complete())
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        if done:
+            after.append(_name(fd))
+        elif _name(fd) == "m000000000001.slab":
+            op0 = int(t.meta.op_seq)
+            threading.Thread(target=complete_first).start()
+            while int(t.meta.op_seq) == op0:  # the complete wrote slab 1, after its fsync
+                time.sleep(0.001)
+            done.append(False)  # from here on, record what is synced
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    assert second.complete()  # leads the fsync that covers slab 1
+    deadline = time.monotonic() + 10
+    while len(done) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert done[-1] is True
+    assert "m000000000001.slab" in after
+    qs.close()
+
+
+def test_a_change_undone_by_the_next_process_makes_every_process_list_slabs_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process killed after it made slab 2 (and wrote a whole entry
+    there): the process that finishes its change adopts the entry; a third
+    process must see slab 2 too, in its browse and in its fsyncs."""
+    d = str(tmp_path)
+    kw: dict[str, Any] = {"slab_size": 8192, "serializer": "raw"}
+    b, other = Queues(d, **kw), Queues(d, fsync_put=True, **kw)
+    b.put("q", b"a" * 8000)  # slab 1, full
+    assert [r.id for r in other.messages("q")] == [1]  # other lists the slabs now
+    code = textwrap.dedent(
+        f"""
+        from queuecore import Queues
+        Queues({d!r}, slab_size=8192, serializer="raw").put("q", b"k" * 8000)
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "DQ_CRASH_AT": "append.after_header"})
+    assert b.stats()["q"]["ready"] == 2  # b finishes the dead change: slab 2 adopted
+    assert [r.id for r in other.messages("q")] == [1, 2]
+    real = os.fdatasync
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(_name(fd)), real(fd))[1])
+    other.put("q", b"o" * 100)  # lands in slab 2: its fsync covers slab 2
+    assert "m000000000002.slab" in synced
+    b.close()
+    other.close()
+
+
+def test_an_undone_put_many_after_the_old_tail_emptied_keeps_the_old_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first entry of the batch made slab 2, which made the finished
+    slab 1 deletable; the batch is undone: head, cursor and tail point to
+    slab 1 again, so it must still be there, and leases keep working."""
+    d = str(tmp_path)
+    with Queues(d, slab_size=8192, serializer="raw", visibility_timeout=0.2) as qs:
+        qs.put("q", b"a" * 8000)
+        task = qs.take("q", timeout=0)
+        assert task is not None and task.complete()  # slab 1: the tail, every entry done
+        _full_after(1, monkeypatch)  # slab 2 made, slab 3 refused
+        with pytest.raises(DiskFull):
+            qs.put_many("q", [b"b" * 8000, b"c" * 8000])
+        monkeypatch.undo()
+        assert sorted(p.name for p in (tmp_path / "q").glob("*.slab")) == ["m000000000001.slab"]
+        assert qs.check()["problems"] == []
+        qs.put("q", b"d" * 8000)
+        qs.put("q", b"e" * 8000)
+        held = qs.take("q", timeout=0)
+        assert held is not None and held.value[:1] == b"d"
+        nxt = qs.take("q", timeout=0)
+        assert nxt is not None and nxt.complete()
+        again = qs.take("q", timeout=5)  # d's lease runs out: it is delivered again
+        assert again is not None and again.id == held.id and again.complete()
+        assert qs.stats()["q"] == {**qs.stats()["q"], "ready": 0, "in_progress": 0}
+        assert qs.check()["problems"] == []
+
+
+def test_a_move_whose_slab_cannot_be_scanned_keeps_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry empties slab 1 and the look before deleting it fails
+    (EMFILE, EIO): the message is moved all the same, the slab stays."""
+    from queuecore.slab import _Topic
+
+    with Queues(str(tmp_path), slab_size=8192, serializer="raw") as qs:
+        qs.put("q", b"a" * 8000)
+        qs.put("q", b"b" * 100)  # slab 2 is the tail
+        task = qs.take("q", timeout=0)
+        assert task is not None and task.value[:1] == b"a"
+
+        def scan_fails(self: _Topic, slab: Any) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(_Topic, "_drop_if_finished", scan_fails)
+        assert task.retry()
+        monkeypatch.undo()
+        assert qs.stats()["q"] == {**qs.stats()["q"], "ready": 2, "in_progress": 0}
+        got = []
+        while (t := qs.take("q", timeout=0)) is not None:
+            got.append(t.value[:1])
+            assert t.complete()
+        assert sorted(got) == [b"a", b"b"]
+        assert qs.check()["problems"] == []
+
+
+def test_an_undone_move_puts_the_lease_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anything raised after the entry was marked moved undoes the move:
+    the copy goes and the entry is leased again, never lost."""
+    from queuecore.slab import _Topic
+
+    with Queues(str(tmp_path), serializer="raw") as qs:
+        qs.put("q", b"a")
+        task = qs.take("q", timeout=30)
+        assert task is not None
+
+        def boom(self: _Topic, e: Any) -> None:
+            raise RuntimeError("injected after the entry was marked moved")
+
+        monkeypatch.setattr(_Topic, "finished", boom)
+        with pytest.raises(RuntimeError):
+            task.retry()
+        monkeypatch.undo()
+        assert qs.stats()["q"] == {**qs.stats()["q"], "ready": 0, "in_progress": 1}
+        assert [(r.id, r.state) for r in qs.messages("q")] == [(task.id, "in_progress")]
+        assert task.complete()
+        assert qs.check()["problems"] == []
+
+
+def test_an_open_writes_not_clean_to_disk_before_any_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Power loss emulated: the meta file goes back to what was last
+    flushed, and the machine boots again. A 'clean' mark left there by the
+    last close must not be trusted once changes were made after it (a put
+    would reuse an id and overwrite a message)."""
+    import mmap as mmap_mod
+
+    import queuecore.slab as slab_mod
+
+    d = str(tmp_path)
+    flushed: list[bytes] = []
+    real_mmap = mmap_mod.mmap
+
+    class Recording(real_mmap):  # type: ignore[misc, valid-type]
+        def flush(self, *args: Any) -> None:
+            super().flush(*args)
+            if len(self) == slab_mod.META_SIZE:
+                flushed.append(self[:])
+
+    monkeypatch.setattr(mmap_mod, "mmap", Recording)
+    with Queues(d, serializer="raw") as qs:
+        assert qs.put("q", b"a") == 1
+    with Queues(d, serializer="raw") as qs:  # fsync_put: the slabs are on disk
+        assert qs.put("q", b"b") == 2
+        assert qs.put("q", b"c") == 3
+        on_disk = flushed[-1]  # the meta file as the disk holds it now
+    monkeypatch.undo()
+    with open(os.path.join(d, "q", "meta"), "r+b") as fh:
+        fh.write(on_disk)
+    monkeypatch.setattr(slab_mod, "_BOOT", (1, 2))  # another boot
+    with Queues(d, serializer="raw") as qs:
+        assert qs.put("q", b"d") == 4
+        assert [r.value for r in qs.messages("q")] == [b"a", b"b", b"c", b"d"]
