@@ -163,9 +163,11 @@ class DqRedis(Dq):
         self.qs = Queues(REDIS_URL, **self.options)
 
     def durability(self) -> str:
-        conf = self.qs.backend._client.config_get("append*")  # type: ignore[attr-defined]
-        return (f"server's appendonly={conf.get(b'appendonly', b'?').decode()}, "
-                f"appendfsync={conf.get(b'appendfsync', b'?').decode()}; {REDIS_URL}")
+        raw = self.qs.backend._client.config_get("append*")  # type: ignore[attr-defined]
+        conf = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+        return (f"server's appendonly={conf.get('appendonly', '?')}, "
+                f"appendfsync={conf.get('appendfsync', '?')}; {REDIS_URL}")
 
 
 class PersistQueueAck(Adapter):
