@@ -167,6 +167,10 @@ class _Meta(ctypes.Structure):
         # next fsync covers it, even if an fsync running meanwhile synced
         # that slab before the write.
         ("dirty_low", ctypes.c_uint64 * 3),
+        # The marks the running sync took over from dirty_low, kept until it
+        # succeeds: a leader that was killed or failed leaves them for the
+        # next one (one leader at a time: the 'sync' flock).
+        ("dirty_using", ctypes.c_uint64 * 3),
     ]
 
 
@@ -602,6 +606,14 @@ class _Topic:
         self._locked = _Locked(self)
         self._change = _Change(self)
         os.makedirs(path, exist_ok=True)
+        self.lock_fd = self.sync_fd = self.bell_fd = self.users_fd = -1
+        try:
+            self._open(path)
+        except BaseException:
+            self._abandon()  # the flocks held go with their files
+            raise
+
+    def _open(self, path: str) -> None:
         self.lock_fd = os.open(os.path.join(path, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.sync_fd = os.open(os.path.join(path, "sync"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         self.bell_path = os.path.join(path, "bell")
@@ -658,6 +670,10 @@ class _Topic:
                 self._recover_crash()
             elif m.needs_recount or (alone and not m.clean and not same_boot):
                 self._recount()
+                if alone and not same_boot:
+                    # A new boot: the counters are those of the slabs on disk
+                    # now, and no one waits on a failed fsync any more.
+                    m.sync_error_from = m.sync_error_op = 0
             m.boot_hi, m.boot_lo = _BOOT
             m.meta_dev, m.meta_ino = meta_file
             if alone:
@@ -674,6 +690,24 @@ class _Topic:
             fcntl.flock(self.users_fd, fcntl.LOCK_SH)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def _abandon(self) -> None:
+        """Undo a failed open: every file closed, so no flock is left held."""
+        for s in self.slabs.values():
+            s.close()
+        self.slabs.clear()
+        for name in ("meta", "lms", "dirty_low", "intent"):
+            self.__dict__.pop(name, None)
+        mm = self.__dict__.pop("meta_mm", None)
+        if mm is not None:
+            try:
+                mm.close()
+            except BufferError:
+                pass
+        for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.lock_fd = self.sync_fd = self.bell_fd = self.users_fd = -1
 
     def dirty(self, log: int, seq: int) -> None:
         """A change that must be durable wrote to slab ``seq`` (lock held):
@@ -817,7 +851,14 @@ class _Topic:
         _lost, adopted = self._adopt_beyond_tails()
         self.meta.enqueued += sum(1 for lg, mid in adopted if lg == MAIN and mid >= first_new_id)
         slab = self.slab(log, seq) if seq else None
-        if slab is not None and off + HEADER_SIZE <= slab.size:
+        if seq and slab is None:
+            # The change's slab is gone: slabs a change empties are deleted
+            # when it commits, after every write of it, so it was made.
+            if op == OP_COMPLETE:
+                self.meta.completed += 1
+            elif op == OP_RETRY:
+                self.meta.retried += 1
+        elif slab is not None and off + HEADER_SIZE <= slab.size:
             e = _Entry(slab, off)
             if op in (OP_RETRY, OP_RECLAIM, OP_FAIL, OP_MOVE) and e.status != MOVED and any(
                 mid == e.id for _, mid in adopted
@@ -1025,6 +1066,8 @@ class _Topic:
             pass
         except OSError:
             return  # it stays, every entry finished, until a rebuild deletes it
+        if _CRASH_AT:
+            _crash("slab.after_delete")
         self.slabs.pop((slab.log, slab.seq), None)
         slab.close()
         self.meta.slab_gen += 1
@@ -1209,10 +1252,17 @@ class _Topic:
                         last = True
                     except BlockingIOError:
                         last = False
-                    if last and not self.intent.active and self._sync_files():
-                        self.meta.waiters = self.meta.room_waiters = 0
-                        self.meta.clean = 1
-                        self.meta_mm.flush()
+                    m = self.meta
+                    # Not after a failed fsync (the kernel may have dropped
+                    # pages the counters count) nor with a rebuild pending.
+                    trusted = not (self.intent.active or m.sync_error_op or m.needs_recount)
+                    if last and trusted and self._sync_files():
+                        m.waiters = m.room_waiters = 0
+                        m.clean = 1
+                        try:
+                            self.meta_mm.flush()
+                        except OSError:
+                            m.clean = 0  # not known to be on disk: the next open decides
                 finally:
                     fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         finally:
@@ -1443,10 +1493,13 @@ class SlabBackend(Backend):
             # closed descriptor.
             with t.locked():
                 upto = int(m.op_seq)
-                low = t.dirty_low
-                starts = [min(int(lm.synced_seq), low[log] or lm.synced_seq) for log, lm in enumerate(t.lms)]
-                for log in (MAIN, DELAYED, FAILED):
-                    low[log] = 0
+                low, using = t.dirty_low, m.dirty_using
+                starts = []
+                for log, lm in enumerate(t.lms):
+                    marks = [v for v in (low[log], using[log]) if v]
+                    if marks:
+                        using[log], low[log] = min(marks), 0
+                    starts.append(min([int(lm.synced_seq), *marks]))
                 tails = [int(lm.tail_seq) for lm in t.lms]
                 # A slab deleted since the last sync (its entries all
                 # finished): the deletion is durable once the folder is.
@@ -1457,7 +1510,10 @@ class SlabBackend(Backend):
                         if seq >= starts[log]:
                             slab = t.slab(log, seq)
                             if slab is not None:
-                                fds.append(os.dup(slab.fd))
+                                try:
+                                    fds.append(os.dup(slab.fd))
+                                except OSError as exc:  # EMFILE: nothing synced, marks kept
+                                    raise _disk_error(slab.path, exc) from exc
             try:
                 for fd in fds:
                     os.fdatasync(fd)
@@ -1477,15 +1533,14 @@ class SlabBackend(Backend):
                     if not m.sync_error_op:
                         m.sync_error_from = int(m.synced_op)
                     m.sync_error_op = max(int(m.sync_error_op), upto, int(m.op_seq))
-                    for log, start in enumerate(starts):
-                        t.dirty(log, start)  # the next fsync covers them again
                 raise _disk_error(t.path, exc) from exc
             with t.locked():
                 m.synced_op = max(int(m.synced_op), upto)
                 if sync_dir:
                     m.dir_synced_gen = gen
-                for lm, tail in zip(t.lms, tails, strict=True):
-                    lm.synced_seq = max(int(lm.synced_seq), tail)
+                for log, lm in enumerate(t.lms):
+                    lm.synced_seq = max(int(lm.synced_seq), tails[log])
+                    m.dirty_using[log] = 0
             t.ops_since_sync = 0
             t.last_sync = time.monotonic()
         finally:

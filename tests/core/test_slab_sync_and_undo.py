@@ -437,3 +437,152 @@ def test_an_open_writes_not_clean_to_disk_before_any_change(
     with Queues(d, serializer="raw") as qs:
         assert qs.put("q", b"d") == 4
         assert [r.value for r in qs.messages("q")] == [b"a", b"b", b"c", b"d"]
+
+
+# -- a third review ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("leader", ["killed", "emfile"])
+def test_a_durable_write_to_an_old_slab_is_synced_after_a_leader_died_or_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, leader: str
+) -> None:
+    """A complete marked slab 1 for the next fsync; before its own sync
+    starts, another leader takes the mark over and is killed (or fails
+    before any fsync): the complete's sync must still cover slab 1."""
+    d = str(tmp_path)
+    kw: dict[str, Any] = {"fsync_put": True, "fsync_take": True, "slab_size": 8192, "serializer": "raw"}
+    qs = Queues(d, **kw)
+    for v in (b"a", b"b", b"x"):
+        qs.put("q", v * 100)  # slab 1 (x stays live: slab 1 is never deleted)
+    qs.put("q", b"c" * 8000)  # slab 2 is the tail
+    task = qs.take("q", timeout=0)
+    assert task is not None
+    # The complete is pre-empted between its change and its group commit.
+    pending: list[tuple[Any, ...]] = []
+    monkeypatch.setattr(SlabBackend, "_after_write", lambda *args: pending.append(args))
+    assert task.complete()
+    monkeypatch.undo()
+    if leader == "killed":
+        code = textwrap.dedent(
+            f"""
+            import os
+            from queuecore import Queues
+            qs = Queues({d!r}, fsync_put=True, slab_size=8192, serializer="raw")
+            os.fdatasync = lambda fd: os.kill(os.getpid(), 9)  # dies in its fsync
+            qs.put("q", b"z")
+            """
+        )
+        assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    else:
+        real_dup = os.dup
+        calls = [0]
+
+        def dup(fd: int) -> int:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise OSError(errno.EMFILE, "Too many open files")
+            return real_dup(fd)
+
+        monkeypatch.setattr(os, "dup", dup)
+        with pytest.raises(StorageError):  # typed, not a bare OSError
+            qs.put("q", b"z")
+        monkeypatch.undo()
+    real = os.fdatasync
+    synced: list[str] = []
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(_name(fd)), real(fd))[1])
+    SlabBackend._after_write(*pending[0])  # the complete's own group commit
+    assert "m000000000001.slab" in synced
+    qs.close()
+
+
+@pytest.mark.parametrize("outcome", ["complete", "retry"])
+def test_a_kill_after_the_committing_change_deleted_its_slab_keeps_the_count(
+    tmp_path: Path, outcome: str
+) -> None:
+    d = str(tmp_path)
+    with Queues(d, slab_size=8192, serializer="raw") as qs:
+        qs.put("q", b"a" * 8000)  # slab 1, full
+        qs.put("q", b"b" * 100)  # slab 2 is the tail
+        code = textwrap.dedent(
+            f"""
+            from queuecore import Queues
+            task = Queues({d!r}, slab_size=8192, serializer="raw").take("q", timeout=0)
+            assert task.value[:1] == b"a"
+            task.{outcome}()  # empties slab 1: deleted as the change commits
+            """
+        )
+        env = {**os.environ, "DQ_CRASH_AT": "slab.after_delete"}
+        assert subprocess.run([sys.executable, "-c", code], env=env).returncode == -9
+        st = qs.stats()["q"]
+        if outcome == "complete":
+            assert (st["completed"], st["ready"], st["in_progress"]) == (1, 1, 0)
+        else:
+            assert (st["retried"], st["ready"], st["in_progress"]) == (1, 2, 0)
+        assert qs.check()["problems"] == []
+
+
+def test_no_clean_mark_after_a_failed_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A complete whose fsync failed may never reach the disk: after a power
+    loss the next open must rebuild the counters (the entry is leased on
+    disk), not trust a clean mark, or the message is stranded."""
+    import queuecore.slab as slab_mod
+
+    d = str(tmp_path)
+    qs = Queues(d, fsync_take=True, serializer="raw")
+    qs.put("q", b"a")
+    task = qs.take("q", timeout=60)
+    assert task is not None
+    seq, off, _tok = task._token  # type: ignore[attr-defined]
+    slab_path = os.path.join(d, "q", f"m{seq:012d}.slab")
+    with open(slab_path, "rb") as fh:  # the take was synced: this is on disk
+        fh.seek(off + slab_mod.MUT_OFF)
+        on_disk = fh.read(slab_mod.MUT.size)
+    monkeypatch.setattr(os, "fdatasync", _eio)
+    with pytest.raises(StorageError):
+        task.complete()
+    monkeypatch.undo()
+    qs.close()
+    with open(slab_path, "r+b") as fh:  # power loss: the completion never reached the disk
+        fh.seek(off + slab_mod.MUT_OFF)
+        fh.write(on_disk)
+    monkeypatch.setattr(slab_mod, "_BOOT", (1, 2))
+    with Queues(d, fsync_take=True, serializer="raw", visibility_timeout=1) as qs:
+        assert [(r.id, r.state) for r in qs.messages("q")] == [(1, "in_progress")]
+        assert qs.stats()["q"]["in_progress"] == 1
+        again = qs.take("q", timeout=5)  # its owner is gone: delivered again
+        assert again is not None and again.id == 1 and again.complete()
+        assert qs.check()["problems"] == []
+
+
+def test_an_open_that_fails_leaves_no_lock_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap as mmap_mod
+
+    import queuecore.slab as slab_mod
+
+    d = str(tmp_path)
+    with Queues(d, serializer="raw") as qs:
+        qs.put("q", b"a")  # closed cleanly: the next open writes the mark away
+    real_mmap = mmap_mod.mmap
+
+    class FailingFlush(real_mmap):  # type: ignore[misc, valid-type]
+        def flush(self, *args: Any) -> None:
+            if len(self) == slab_mod.META_SIZE:
+                raise OSError(errno.EIO, "Input/output error")
+            super().flush(*args)
+
+    monkeypatch.setattr(mmap_mod, "mmap", FailingFlush)
+    qs = Queues(d, serializer="raw")
+    with pytest.raises(StorageError):
+        qs.put("q", b"b")
+    monkeypatch.undo()
+    code = textwrap.dedent(
+        f"""
+        from queuecore import Queues
+        with Queues({d!r}, serializer="raw") as qs:
+            qs.put("q", b"c")
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=20, check=True)  # used to hang for good
+    qs.put("q", b"d")  # this process too, once the disk is fine
+    assert [r.value for r in qs.messages("q")] == [b"a", b"c", b"d"]
+    qs.close()
