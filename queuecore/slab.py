@@ -641,6 +641,7 @@ class _Topic:
             # Each ``meta.logs[i]`` builds a new ctypes object: keep three.
             self.lms = tuple(self.meta.logs[i] for i in range(3))
             self.dirty_low = self.meta.dirty_low
+            self.dirty_using = self.meta.dirty_using
             self.meta_addr = ctypes.addressof(self.meta)
             self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
             if self.meta.magic != META_MAGIC:
@@ -696,7 +697,7 @@ class _Topic:
         for s in self.slabs.values():
             s.close()
         self.slabs.clear()
-        for name in ("meta", "lms", "dirty_low", "intent"):
+        for name in ("meta", "lms", "dirty_low", "dirty_using", "intent"):
             self.__dict__.pop(name, None)
         mm = self.__dict__.pop("meta_mm", None)
         if mm is not None:
@@ -1269,6 +1270,7 @@ class _Topic:
             del self.meta
             del self.lms
             del self.dirty_low
+            del self.dirty_using
             del self.intent
             try:
                 self.meta_mm.close()
@@ -1493,27 +1495,36 @@ class SlabBackend(Backend):
             # closed descriptor.
             with t.locked():
                 upto = int(m.op_seq)
-                low, using = t.dirty_low, m.dirty_using
-                starts = []
+                low, using = t.dirty_low, t.dirty_using
+                tails = [0, 0, 0]
+                slabs: list[_Slab] = []
                 for log, lm in enumerate(t.lms):
-                    marks = [v for v in (low[log], using[log]) if v]
-                    if marks:
-                        using[log], low[log] = min(marks), 0
-                    starts.append(min([int(lm.synced_seq), *marks]))
-                tails = [int(lm.tail_seq) for lm in t.lms]
+                    tail = tails[log] = int(lm.tail_seq)
+                    if not tail:
+                        continue  # no slab in this log
+                    start = int(lm.synced_seq)
+                    mark = low[log]
+                    if mark or using[log]:
+                        if using[log] and (not mark or using[log] < mark):
+                            mark = int(using[log])
+                        using[log], low[log] = mark, 0
+                        start = min(start, mark)
+                    if start >= tail:  # the common case: the tail slab alone
+                        slab = t.slab(log, tail)
+                        if slab is not None:
+                            slabs.append(slab)
+                    else:
+                        slabs.extend(s for seq in t.seqs(log) if seq >= start
+                                     if (s := t.slab(log, seq)) is not None)
                 # A slab deleted since the last sync (its entries all
                 # finished): the deletion is durable once the folder is.
                 gen = int(m.slab_gen)
                 sync_dir = gen != m.dir_synced_gen
-                for log in (MAIN, DELAYED, FAILED):
-                    for seq in t.seqs(log):
-                        if seq >= starts[log]:
-                            slab = t.slab(log, seq)
-                            if slab is not None:
-                                try:
-                                    fds.append(os.dup(slab.fd))
-                                except OSError as exc:  # EMFILE: nothing synced, marks kept
-                                    raise _disk_error(slab.path, exc) from exc
+                for slab in slabs:
+                    try:
+                        fds.append(os.dup(slab.fd))
+                    except OSError as exc:  # EMFILE: nothing synced, marks kept
+                        raise _disk_error(slab.path, exc) from exc
             try:
                 for fd in fds:
                     os.fdatasync(fd)
@@ -1539,8 +1550,10 @@ class SlabBackend(Backend):
                 if sync_dir:
                     m.dir_synced_gen = gen
                 for log, lm in enumerate(t.lms):
-                    lm.synced_seq = max(int(lm.synced_seq), tails[log])
-                    m.dirty_using[log] = 0
+                    if tails[log] > lm.synced_seq:
+                        lm.synced_seq = tails[log]
+                    if using[log]:
+                        using[log] = 0
             t.ops_since_sync = 0
             t.last_sync = time.monotonic()
         finally:
