@@ -237,8 +237,15 @@ class Queues:
         ``timeout`` seconds for room (None: as long as it takes), then raise
         QueueFull. With ``fsync_put`` (the default) it returns once on disk.
         """
-        validate_topic(topic)
-        return self._backend_open().put(topic, [self._encode(value)], timeout)[0]
+        if type(topic) is not str or topic not in _valid_topics:
+            validate_topic(topic)
+        backend = self._backend
+        if backend is None:
+            raise Closed()
+        data = self.serializer.dumps(value)  # _encode, inlined: the hot path
+        if len(data) > self.max_message_size:
+            raise MessageTooLarge(len(data), self.max_message_size)
+        return backend.put(topic, [data], timeout)[0]
 
     def put_many(self, topic: str, values: list[Any] | tuple[Any, ...], timeout: float | None = None) -> list[int]:
         """Append several values at once (all or none); returns their ids."""

@@ -267,6 +267,9 @@ def _unowned_mut(status: int, attempts: int) -> bytes:
     return b
 
 
+_READY_MUT = _unowned_mut(READY, 0)  # a new entry's mutable fields
+
+
 # -- files ---------------------------------------------------------------------
 
 
@@ -961,42 +964,50 @@ class _Topic:
 
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
-        """Write one entry at the log's tail (lock held); returns (seq, offset)."""
-        size = (HEADER_SIZE + len(payload) + len(extra) + 7) & ~7  # _align
+        """Write one entry at the log's tail (lock held); returns (seq, offset).
+        (Runs once per message put or moved: kept free of calls it can do
+        without.)"""
+        plen, elen = len(payload), len(extra)
+        size = (HEADER_SIZE + plen + elen + 7) & ~7  # _align
         lm = self.lms[log]
         tail_seq = lm.tail_seq
-        slab = self.slab(log, tail_seq) if tail_seq else None
+        slab = None
+        if tail_seq:
+            slab = self.slabs.get((log, tail_seq)) if self.slab_gen == self.meta.slab_gen else None
+            if slab is None:
+                slab = self.slab(log, tail_seq)
         off = lm.tail_off
         if slab is None or off + size > slab.size:
             slab = self._new_slab(log, size)
             off = lm.tail_off
         crc32 = zlib.crc32
         crc = crc32(payload, crc32(
-            IMMUTABLE.pack(ENTRY_MAGIC, len(payload), len(extra), mid, enqueued_at, not_before),
+            IMMUTABLE.pack(ENTRY_MAGIC, plen, elen, mid, enqueued_at, not_before),
             slab.salt_crc,
         ))
-        if extra:
+        if elen:
             crc = crc32(extra, crc)
-        plen, elen = len(payload), len(extra)
         body = off + HEADER_SIZE
         mm = slab.mm
         mm[body : body + plen] = payload
-        if extra:
+        if elen:
             mm[body + plen : body + plen + elen] = extra
-        mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(status, attempts)
+        mut = _READY_MUT if status == READY and not attempts else _unowned_mut(status, attempts)
+        mm[off + MUT_OFF : off + MUT_OFF + 36] = mut
         if _CRASH_AT:
             _crash("append.before_header")
         HEAD.pack_into(mm, off, ENTRY_MAGIC, plen, elen, crc, mid, enqueued_at, not_before)
         hdr = slab.hdr
-        if slab not in self.hints:
-            self.hints[slab] = (hdr.min_id, hdr.max_id)  # put back if the change is undone
-        hdr.live += 1
         lo, hi = hdr.min_id, hdr.max_id
+        hints = self.hints
+        if slab not in hints:
+            hints[slab] = (lo, hi)  # put back if the change is undone
+        hdr.live += 1
         if not lo or mid < lo:
             lo = hdr.min_id = mid
         if mid > hi:
             hi = hdr.max_id = mid
-        hdr.pad = _hint_crc(lo, hi)
+        hdr.pad = crc32(_HINTS.pack(lo, hi))  # _hint_crc
         if _CRASH_AT:
             _crash("append.after_header")
         lm.tail_off = off + size
@@ -1574,9 +1585,21 @@ class SlabBackend(Backend):
     # -- the contract ----------------------------------------------------------
     def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
         t = self._get(topic)
-        n = len(payloads)
         limit = self.max_queue_size
-        if limit is not None and n > limit:
+        if limit is None:  # the common case: no waiting for room
+            with t.locked():
+                ids = self._append_ready(t, payloads)
+                m = t.meta
+                op = int(m.op_seq)
+                waiters = m.waiters
+            if waiters > 0:
+                _wake.ring(t.bell_fd)
+            self._after_write(t, op, self.fsync_put)
+            if _CRASH_AT:
+                _crash("put.after_return")
+            return ids
+        n = len(payloads)
+        if n > limit:
             raise QueueFull(topic, int(limit))
         deadline = None if timeout is None else time.monotonic() + timeout
         watch: _wake.Watch | None = None
