@@ -82,6 +82,7 @@ HEAD = struct.Struct("<IIIIQdd")  # magic plen xlen crc id enqueued_at not_befor
 IMMUTABLE = struct.Struct("<IIIQdd")  # the same without the crc, for computing it
 MUT = struct.Struct("<B3xIQQdI")  # status attempts owner token deadline mcrc
 MUT_BODY = struct.Struct("<B3xIQQd")
+MUT_SIZE = MUT.size
 HEADER_SIZE = 80
 MUT_OFF = 40
 SLAB_HEADER_SIZE = 128
@@ -768,7 +769,7 @@ class _Topic:
         self.undo_slab = slab
         if slab is not None:
             self.undo_off = off
-            self.undo_mut = slab.mm[off + MUT_OFF : off + MUT_OFF + MUT.size]
+            self.undo_mut = slab.mm[off + MUT_OFF : off + MUT_OFF + MUT_SIZE]
         return self._change
 
     def _commit(self) -> None:
@@ -805,7 +806,7 @@ class _Topic:
                 off = self.undo_off + MUT_OFF
                 # The slab's live count is left as it is: one too low is
                 # found out (a slab is scanned before it is deleted).
-                u.mm[off : off + MUT.size] = self.undo_mut
+                u.mm[off : off + MUT_SIZE] = self.undo_mut
         for slab, (lo, hi) in self.hints.items():
             if slab.fd >= 0:
                 slab.set_hints(lo, hi)
@@ -1644,7 +1645,8 @@ class SlabBackend(Backend):
         first = m.next_id
         n = len(payloads)
         append = t.append
-        with t.change(OP_PUT):
+        t.change(OP_PUT)  # as ``with t.change(...)``, without its two calls
+        try:
             mid = first
             for payload in payloads:
                 append(MAIN, mid, payload, b"", now)
@@ -1654,6 +1656,10 @@ class SlabBackend(Backend):
                 _crash("put.before_counters")
             m.enqueued += n
             m.ready += n
+        except BaseException:
+            t._rollback()
+            raise
+        t._commit()
         return [first] if n == 1 else list(range(first, mid))
 
     def restore(self, topic: str, records: list[Record]) -> list[int]:
@@ -1740,11 +1746,17 @@ class SlabBackend(Backend):
         lm = t.lms[MAIN]
         token = self._rng.getrandbits(63) | 1
         attempts = e.attempts + 1
-        with t.change(OP_OTHER, MAIN, e.slab.seq, e.off, e.slab):
+        slab = e.slab
+        t.change(OP_OTHER, MAIN, slab.seq, e.off, slab)  # ``with``, without its two calls
+        try:
             e.set(TAKEN, attempts, owner, token, lease_until)
             m.ready -= 1
             m.in_progress += 1
-            lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
+            lm.cursor_seq, lm.cursor_off = slab.seq, e.off + e.size
+        except BaseException:
+            t._rollback()
+            raise
+        t._commit()
         return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token), e.errors())
 
     def _claim_once(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
@@ -1938,13 +1950,18 @@ class SlabBackend(Backend):
         if status != TAKEN or token_now != tok or owner != self._owner_id:
             return False, False, int(m.op_seq)
         if outcome == "complete" and deadline > time.time():
-            with t.change(OP_COMPLETE, MAIN, seq, off, slab):
+            t.change(OP_COMPLETE, MAIN, seq, off, slab)  # ``with``, without its two calls
+            try:
                 slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(DONE, attempts)
                 if _CRASH_AT:
                     _crash("complete.after_status")
                 t.finished_at(slab)
                 m.in_progress = max(0, m.in_progress - 1)
                 m.completed += 1
+            except BaseException:
+                t._rollback()
+                raise
+            t._commit()
             # Room was made: wake puts waiting under max_queue_size.
             return True, m.room_waiters > 0, int(m.op_seq)
         return self._settle_entry(t, _Entry(slab, off), outcome, delay, error)
