@@ -527,6 +527,9 @@ def _write_skip(slab: _Slab, off: int, upto: int) -> None:
 # -- one topic in one process ----------------------------------------------------
 
 
+_flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # every change: no lookups
+
+
 class _Locked:
     """The topic's lock: a thread lock inside the process, a flock across
     processes (re-entrant: only the outermost level takes the flock)."""
@@ -544,7 +547,7 @@ class _Locked:
             self.depth += 1
             return
         try:
-            fcntl.flock(t.lock_fd, fcntl.LOCK_EX)
+            _flock(t.lock_fd, _LOCK_EX)
         except BaseException:
             t.tlock.release()
             raise
@@ -560,9 +563,10 @@ class _Locked:
 
     def __exit__(self, *exc: object) -> None:
         self.depth -= 1
+        t = self.t
         if not self.depth:
-            fcntl.flock(self.t.lock_fd, fcntl.LOCK_UN)
-        self.t.tlock.release()
+            _flock(t.lock_fd, _LOCK_UN)
+        t.tlock.release()
 
 
 class _Change:
@@ -1585,17 +1589,20 @@ class SlabBackend(Backend):
 
     # -- the contract ----------------------------------------------------------
     def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
-        t = self._get(topic)
+        t = self._topics.get(topic) or self._get(topic)
         limit = self.max_queue_size
         if limit is None:  # the common case: no waiting for room
             with t.locked():
                 ids = self._append_ready(t, payloads)
                 m = t.meta
-                op = int(m.op_seq)
+                op = m.op_seq
                 waiters = m.waiters
             if waiters > 0:
                 _wake.ring(t.bell_fd)
-            self._after_write(t, op, self.fsync_put)
+            if self.fsync_put:
+                self._sync_topic(t, op)
+            elif self.fsync_threshold or self.fsync_interval is not None:
+                self._after_write(t, op, False)
             if _CRASH_AT:
                 _crash("put.after_return")
             return ids
