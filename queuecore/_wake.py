@@ -1,8 +1,8 @@
 """Cross-process wake-ups: a taker waiting on an empty topic sleeps in
 ``select`` on an inotify watch of the topic's ``bell`` file; a producer that
 sees waiters writes one byte to the bell. No busy loop, and a wake-up within
-a fraction of a millisecond. Where inotify is missing, waiting falls back to
-short sleeps."""
+a fraction of a millisecond. Where inotify is missing (or the user's inotify
+instances are used up), waiting falls back to looking every 20 ms."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ try:
     HAVE_INOTIFY = True
 except (OSError, AttributeError):  # not Linux
     HAVE_INOTIFY = False
+
+
+FALLBACK_POLL = 0.02  # seconds between looks of a waiter without a watch
 
 
 class Watch:
@@ -58,10 +61,15 @@ class Watch:
         if timeout <= 0:
             return
         if self.fd < 0:
-            time.sleep(min(timeout, 0.002))
+            # No inotify here (or the per-user limit of instances reached):
+            # look again soon, not so soon that idle waiters burn a core.
+            time.sleep(min(timeout, FALLBACK_POLL))
             return
-        readable, _, _ = select.select([self.fd], [], [], timeout)
-        if readable:
+        # poll, not select: select refuses descriptors past 1024, which a
+        # process with many topics, slabs or sockets soon has.
+        p = select.poll()
+        p.register(self.fd, select.POLLIN)
+        if p.poll(timeout * 1000.0):
             self.drain()
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import traceback as traceback_module
@@ -167,6 +168,41 @@ def _open_backend(location: str, options: dict[str, Any]) -> Backend:
     return SlabBackend(location, **options)
 
 
+# Numeric options: (minimum, whether an int is required, whether None is allowed).
+_NUMBERS: dict[str, tuple[float, bool, bool]] = {
+    "slab_size": (4096, True, False),
+    "max_message_size": (1, True, False),
+    "max_queue_size": (1, True, True),
+    "fsync_threshold": (1, True, True),
+    "fsync_interval": (0, False, True),
+    "visibility_timeout": (0, False, False),
+}
+
+
+def _check_numbers(options: dict[str, Any]) -> None:
+    """InvalidOption for a numeric option that is not a finite number in
+    range (``nan`` would make every lease both live and expired).
+
+    >>> _check_numbers({"visibility_timeout": float("nan")})
+    Traceback (most recent call last):
+    ...
+    queuecore.errors.InvalidOption: option 'visibility_timeout': must be a finite number, not nan
+    """
+    for name, (low, integral, nullable) in _NUMBERS.items():
+        if name not in options:
+            continue
+        value = options[name]
+        if value is None and nullable:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            kind = "an integer" if integral else "a finite number"
+            raise InvalidOption(name, f"must be {kind}{' or None' if nullable else ''}, not {value!r}")
+        if integral and value != int(value):
+            raise InvalidOption(name, f"must be an integer, not {value!r}")
+        if value < low or (name == "visibility_timeout" and value <= 0):
+            raise InvalidOption(name, f"must be {'> 0' if name == 'visibility_timeout' else f'at least {low}'}, not {value!r}")
+
+
 class Queues:
     """Named topics of durable messages in one location.
 
@@ -185,6 +221,7 @@ class Queues:
         unknown = set(options) - OPTION_NAMES
         if unknown:
             raise InvalidOption(sorted(unknown)[0], f"unknown option; known: {', '.join(sorted(OPTION_NAMES))}")
+        _check_numbers(options)
         self.location = str(location)
         self.options = {**DEFAULTS, **options}
         self.serializer: Serializer = get_serializer(self.options["serializer"])

@@ -1403,9 +1403,11 @@ class SlabBackend(Backend):
             return known
         path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             alive = False
+        except OSError:
+            return True  # cannot tell (EMFILE, EACCES): never take a live lease away
         else:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -1822,7 +1824,8 @@ class SlabBackend(Backend):
         now = _now()
         if m.next_due and m.next_due <= now:
             self._promote(t)
-        if m.in_progress > 0 and now - m.last_reclaim >= RECLAIM_INTERVAL:
+        # A last look in the future means the clock was stepped back: look now.
+        if m.in_progress > 0 and not 0 <= now - m.last_reclaim < RECLAIM_INTERVAL:
             self._reclaim(t)
 
     def _promote(self, t: _Topic) -> None:
@@ -1956,7 +1959,8 @@ class SlabBackend(Backend):
         # The lease token is 63 random bits: a match means this lease.
         if status != TAKEN or token_now != tok or owner != self._owner_id:
             return False, False, int(m.op_seq)
-        if outcome == "complete" and deadline > time.time():
+        now = time.time()  # read once: a clock step between two reads must not fail a complete
+        if outcome == "complete" and deadline > now:
             t.change(OP_COMPLETE, MAIN, seq, off, slab)  # ``with``, without its two calls
             try:
                 slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(DONE, attempts)
@@ -1971,21 +1975,21 @@ class SlabBackend(Backend):
             t._commit()
             # Room was made: wake puts waiting under max_queue_size.
             return True, m.room_waiters > 0, int(m.op_seq)
-        return self._settle_entry(t, _Entry(slab, off), outcome, delay, error)
+        return self._settle_entry(t, _Entry(slab, off), outcome, delay, error, now)
 
     def _settle_entry(self, t: _Topic, e: _Entry, outcome: str, delay: float,
-                      error: dict[str, Any] | None) -> tuple[bool, bool, int]:
+                      error: dict[str, Any] | None, now: float) -> tuple[bool, bool, int]:
         """Retry or fail a leased entry, or find its lease ran out (lock
-        held; a complete in time never gets here). Returns (settled, wake
-        someone, op number)."""
+        held; a complete in time never gets here, so a complete here is one
+        whose lease ran out). Returns (settled, wake someone, op number)."""
         m = t.meta
-        if e.deadline <= _now():
+        if outcome == "complete" or not e.deadline > now:
             # The lease ran out: the message belongs to the next taker.
             self._move(t, e, MAIN, OP_RECLAIM)
             return False, m.waiters > 0, int(m.op_seq)
         if outcome == "retry":
             if delay > 0:
-                self._move(t, e, DELAYED, OP_RETRY, error, _now() + delay)
+                self._move(t, e, DELAYED, OP_RETRY, error, now + delay)
             else:
                 self._move(t, e, MAIN, OP_RETRY, error)
             # Wake takers: a message became ready (or delayed: a waiter must
