@@ -412,8 +412,9 @@ class _Slab:
         return (st.st_dev, st.st_ino) == self.ident
 
     def close(self) -> None:
-        hdr = getattr(self, "hdr", None)
-        if hdr is not None:
+        # No local reference to the header may live on here: it is a view
+        # of the map, and the map cannot close while one exists.
+        if getattr(self, "hdr", None) is not None:
             del self.hdr
         if getattr(self, "mv", None) is not None:
             self.mv.release()
@@ -1360,6 +1361,9 @@ class SlabBackend(Backend):
                     os.close(fd)
                 except OSError:
                     pass
+            for slab in t.slabs.values():  # the child maps what it reads itself
+                slab.close()
+            t.slabs.clear()
         self._topics = {}
         if self._owner_fd >= 0:
             try:

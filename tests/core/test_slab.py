@@ -333,6 +333,15 @@ def test_a_forked_child_does_not_steal_or_drop_the_parents_leases(tmp_path: Path
         if pid == 0:  # the child: use the inherited object, then exit
             code = 1
             try:
+                # The parent's slab files and maps were let go at the fork.
+                links = []
+                for name in os.listdir("/proc/self/fd"):
+                    try:
+                        links.append(os.readlink(f"/proc/self/fd/{name}"))
+                    except OSError:
+                        pass
+                if any(link.endswith(".slab") for link in links):
+                    os._exit(2)
                 task = qs.take("t", timeout=5)
                 if task is not None and task.id == ids[1] and task.complete():
                     code = 0
@@ -440,3 +449,29 @@ def test_looking_up_an_unknown_id_reads_no_slab(tmp_path: Path, monkeypatch: pyt
         # the deleted id's own slab is read (its range holds it); none other
         assert len(scans) <= 1
         assert qs.peek("q", ids[20]).id == ids[20]
+
+
+def test_a_deleted_slab_lets_go_of_its_files_at_once(tmp_path: Path) -> None:
+    """A slab whose entries are all finished is deleted, and this process
+    closes its descriptor and its map right away (the map used to stay open,
+    holding a descriptor of the deleted file, until garbage collection)."""
+
+    def slab_links() -> list[str]:
+        out = []
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                link = os.readlink(f"/proc/self/fd/{name}")
+            except OSError:
+                continue
+            if "m000000000001.slab" in link:
+                out.append(link)
+        return out
+
+    with Queues(str(tmp_path), slab_size=8192, serializer="raw") as qs:
+        qs.put("q", b"a" * 8000)  # slab 1, full
+        qs.put("q", b"b" * 100)  # slab 2
+        task = qs.take("q", timeout=0)
+        assert task is not None and slab_links()
+        assert task.complete()  # slab 1 finished: deleted
+        assert not (tmp_path / "q" / "m000000000001.slab").exists()
+        assert slab_links() == []
