@@ -168,14 +168,15 @@ def _open_backend(location: str, options: dict[str, Any]) -> Backend:
     return SlabBackend(location, **options)
 
 
-# Numeric options: (minimum, whether an int is required, whether None is allowed).
-_NUMBERS: dict[str, tuple[float, bool, bool]] = {
-    "slab_size": (4096, True, False),
-    "max_message_size": (1, True, False),
-    "max_queue_size": (1, True, True),
-    "fsync_threshold": (1, True, True),
-    "fsync_interval": (0, False, True),
-    "visibility_timeout": (0, False, False),
+# Numeric options: (lowest value, whether that value itself is allowed,
+# whether an int is required, whether None is allowed).
+_NUMBERS: dict[str, tuple[float, bool, bool, bool]] = {
+    "slab_size": (4096, True, True, False),
+    "max_message_size": (1, True, True, False),
+    "max_queue_size": (1, True, True, True),
+    "fsync_threshold": (1, True, True, True),
+    "fsync_interval": (0, True, False, True),
+    "visibility_timeout": (0, False, False, False),
 }
 
 
@@ -188,7 +189,7 @@ def _check_numbers(options: dict[str, Any]) -> None:
     ...
     queuecore.errors.InvalidOption: option 'visibility_timeout': must be a finite number, not nan
     """
-    for name, (low, integral, nullable) in _NUMBERS.items():
+    for name, (low, low_ok, integral, nullable) in _NUMBERS.items():
         if name not in options:
             continue
         value = options[name]
@@ -199,8 +200,8 @@ def _check_numbers(options: dict[str, Any]) -> None:
             raise InvalidOption(name, f"must be {kind}{' or None' if nullable else ''}, not {value!r}")
         if integral and value != int(value):
             raise InvalidOption(name, f"must be an integer, not {value!r}")
-        if value < low or (name == "visibility_timeout" and value <= 0):
-            raise InvalidOption(name, f"must be {'> 0' if name == 'visibility_timeout' else f'at least {low}'}, not {value!r}")
+        if value < low or (value == low and not low_ok):
+            raise InvalidOption(name, f"must be {'at least' if low_ok else 'more than'} {low}, not {value!r}")
 
 
 class Queues:
@@ -226,8 +227,6 @@ class Queues:
         self.options = {**DEFAULTS, **options}
         self.serializer: Serializer = get_serializer(self.options["serializer"])
         self.max_message_size = int(self.options["max_message_size"])
-        if self.max_message_size < 1:
-            raise InvalidOption("max_message_size", "must be at least 1")
         backend_options = {k: v for k, v in options.items() if k != "serializer"}
         self._backend: Backend | None = _open_backend(self.location, backend_options)
 
@@ -274,15 +273,8 @@ class Queues:
         ``timeout`` seconds for room (None: as long as it takes), then raise
         QueueFull. With ``fsync_put`` (the default) it returns once on disk.
         """
-        if type(topic) is not str or topic not in _valid_topics:
-            validate_topic(topic)
-        backend = self._backend
-        if backend is None:
-            raise Closed()
-        data = self.serializer.dumps(value)  # _encode, inlined: the hot path
-        if len(data) > self.max_message_size:
-            raise MessageTooLarge(len(data), self.max_message_size)
-        return backend.put(topic, [data], timeout)[0]
+        validate_topic(topic)
+        return self._backend_open().put(topic, [self._encode(value)], timeout)[0]
 
     def put_many(self, topic: str, values: list[Any] | tuple[Any, ...], timeout: float | None = None) -> list[int]:
         """Append several values at once (all or none); returns their ids."""

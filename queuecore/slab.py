@@ -268,9 +268,6 @@ def _unowned_mut(status: int, attempts: int) -> bytes:
     return b
 
 
-_READY_MUT = _unowned_mut(READY, 0)  # a new entry's mutable fields
-
-
 # -- files ---------------------------------------------------------------------
 
 
@@ -702,7 +699,8 @@ class _Topic:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     def _abandon(self) -> None:
-        """Undo a failed open: every file closed, so no flock is left held."""
+        """Close every file of the topic (a failed open, or a close), so no
+        flock is left held."""
         for s in self.slabs.values():
             s.close()
         self.slabs.clear()
@@ -713,7 +711,7 @@ class _Topic:
             try:
                 mm.close()
             except BufferError:
-                pass
+                pass  # a view is still referenced somewhere; freed with it
         for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
             if fd >= 0:
                 os.close(fd)
@@ -751,18 +749,20 @@ class _Topic:
         """``with t.locked():`` holds the topic's thread lock and flock."""
         return self._locked
 
-    def change(self, op: int, log: int = 0, seq: int = 0, off: int = 0,
-               slab: _Slab | None = None) -> _Change:
+    def change(self, op: int, slab: _Slab | None = None, off: int = 0) -> _Change:
         """``with t.change(...):`` one change of the topic (lock held). The
         counters are copied first; a process killed in the middle leaves the
         copy and the record of what it was doing for the next lock holder. An
         exception inside rolls the change back (a put that raised DiskFull
         half-way must never reappear). ``slab`` and ``off``: the entry the
-        change is about, whose state an undo puts back."""
+        change is about, which recovery looks at and an undo puts back."""
         # memmove, not slicing: this runs for every put, take and settle.
         ctypes.memmove(self.meta_addr + SNAPSHOT_OFF, self.meta_addr, META_HDR)
         i = self.intent
-        i.op, i.log, i.seq, i.off = op, log, seq, off
+        if slab is None:
+            i.op, i.log, i.seq, i.off = op, 0, 0, 0
+        else:
+            i.op, i.log, i.seq, i.off = op, slab.log, slab.seq, off
         i.active = 1
         self.appended.clear()
         if self.created:
@@ -970,18 +970,12 @@ class _Topic:
 
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
-        """Write one entry at the log's tail (lock held); returns (seq, offset).
-        (Runs once per message put or moved: kept free of calls it can do
-        without.)"""
+        """Write one entry at the log's tail (lock held); returns (seq, offset)."""
         plen, elen = len(payload), len(extra)
         size = (HEADER_SIZE + plen + elen + 7) & ~7  # _align
         lm = self.lms[log]
         tail_seq = lm.tail_seq
-        slab = None
-        if tail_seq:
-            slab = self.slabs.get((log, tail_seq)) if self.slab_gen == self.meta.slab_gen else None
-            if slab is None:
-                slab = self.slab(log, tail_seq)
+        slab = self.slab(log, tail_seq) if tail_seq else None
         off = lm.tail_off
         if slab is None or off + size > slab.size:
             slab = self._new_slab(log, size)
@@ -998,8 +992,7 @@ class _Topic:
         mm[body : body + plen] = payload
         if elen:
             mm[body + plen : body + plen + elen] = extra
-        mut = _READY_MUT if status == READY and not attempts else _unowned_mut(status, attempts)
-        mm[off + MUT_OFF : off + MUT_OFF + 36] = mut
+        mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(status, attempts)
         if _CRASH_AT:
             _crash("append.before_header")
         HEAD.pack_into(mm, off, ENTRY_MAGIC, plen, elen, crc, mid, enqueued_at, not_before)
@@ -1013,7 +1006,7 @@ class _Topic:
             lo = hdr.min_id = mid
         if mid > hi:
             hi = hdr.max_id = mid
-        hdr.pad = crc32(_HINTS.pack(lo, hi))  # _hint_crc
+        hdr.pad = _hint_crc(lo, hi)
         if _CRASH_AT:
             _crash("append.after_header")
         lm.tail_off = off + size
@@ -1284,17 +1277,7 @@ class _Topic:
                 finally:
                     fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
         finally:
-            del self.meta
-            del self.lms
-            del self.dirty_low
-            del self.dirty_using
-            del self.intent
-            try:
-                self.meta_mm.close()
-            except BufferError:
-                pass  # a view is still referenced somewhere; freed with it
-            for fd in (self.lock_fd, self.sync_fd, self.bell_fd, self.users_fd):
-                os.close(fd)
+            self._abandon()
             while self.watches:
                 self.watches.pop().close()
 
@@ -1587,6 +1570,8 @@ class SlabBackend(Backend):
         if durable:
             self._sync_topic(t, op)
             return
+        if not self.fsync_threshold and self.fsync_interval is None:
+            return  # syncs only when asked (or at close)
         t.ops_since_sync += 1
         if (self.fsync_threshold and t.ops_since_sync >= self.fsync_threshold) or (
             self.fsync_interval is not None and time.monotonic() - t.last_sync >= self.fsync_interval
@@ -1600,18 +1585,20 @@ class SlabBackend(Backend):
         if limit is None:  # the common case: no waiting for room
             with t.locked():
                 ids = self._append_ready(t, payloads)
-                m = t.meta
-                op = m.op_seq
-                waiters = m.waiters
-            if waiters > 0:
-                _wake.ring(t.bell_fd)
-            if self.fsync_put:
-                self._sync_topic(t, op)
-            elif self.fsync_threshold or self.fsync_interval is not None:
-                self._after_write(t, op, False)
-            if _CRASH_AT:
-                _crash("put.after_return")
-            return ids
+                op, waiters = t.meta.op_seq, t.meta.waiters
+        else:
+            ids, op, waiters = self._put_when_room(t, topic, payloads, timeout, limit)
+        if waiters > 0:
+            _wake.ring(t.bell_fd)
+        self._after_write(t, op, self.fsync_put)
+        if _CRASH_AT:
+            _crash("put.after_return")
+        return ids
+
+    def _put_when_room(self, t: _Topic, topic: str, payloads: list[bytes], timeout: float | None,
+                       limit: int) -> tuple[list[int], int, int]:
+        """Put once the topic has room under ``max_queue_size`` (waiting up
+        to ``timeout``); returns (ids, op number, waiting takers)."""
         n = len(payloads)
         if n > limit:
             raise QueueFull(topic, int(limit))
@@ -1622,7 +1609,7 @@ class SlabBackend(Backend):
             while True:
                 with t.locked():
                     m = t.meta
-                    if limit is not None and m.ready + m.delayed + m.in_progress + n > limit:
+                    if m.ready + m.delayed + m.in_progress + n > limit:
                         self._promote(t)
                         left = None if deadline is None else deadline - time.monotonic()
                         if left is not None and left <= 0:
@@ -1634,10 +1621,7 @@ class SlabBackend(Backend):
                             m.room_waiters += 1
                             registered = True
                     else:
-                        ids = self._append_ready(t, payloads)
-                        op = int(m.op_seq)
-                        waiters = m.waiters
-                        break
+                        return self._append_ready(t, payloads), m.op_seq, m.waiters
                 watch.wait(MAX_WAIT_SLICE if left is None else min(left, MAX_WAIT_SLICE))
         finally:
             if registered:
@@ -1645,12 +1629,6 @@ class SlabBackend(Backend):
                     t.meta.room_waiters = max(0, t.meta.room_waiters - 1)
             if watch is not None:
                 t.give_back(watch)
-        if waiters > 0:
-            _wake.ring(t.bell_fd)
-        self._after_write(t, op, self.fsync_put)
-        if _CRASH_AT:
-            _crash("put.after_return")
-        return ids
 
     def _append_ready(self, t: _Topic, payloads: list[bytes]) -> list[int]:
         m = t.meta
@@ -1658,8 +1636,7 @@ class SlabBackend(Backend):
         first = m.next_id
         n = len(payloads)
         append = t.append
-        t.change(OP_PUT)  # as ``with t.change(...)``, without its two calls
-        try:
+        with t.change(OP_PUT):
             mid = first
             for payload in payloads:
                 append(MAIN, mid, payload, b"", now)
@@ -1669,10 +1646,6 @@ class SlabBackend(Backend):
                 _crash("put.before_counters")
             m.enqueued += n
             m.ready += n
-        except BaseException:
-            t._rollback()
-            raise
-        t._commit()
         return [first] if n == 1 else list(range(first, mid))
 
     def restore(self, topic: str, records: list[Record]) -> list[int]:
@@ -1759,17 +1732,11 @@ class SlabBackend(Backend):
         lm = t.lms[MAIN]
         token = self._rng.getrandbits(63) | 1
         attempts = e.attempts + 1
-        slab = e.slab
-        t.change(OP_OTHER, MAIN, slab.seq, e.off, slab)  # ``with``, without its two calls
-        try:
+        with t.change(OP_OTHER, e.slab, e.off):
             e.set(TAKEN, attempts, owner, token, lease_until)
             m.ready -= 1
             m.in_progress += 1
-            lm.cursor_seq, lm.cursor_off = slab.seq, e.off + e.size
-        except BaseException:
-            t._rollback()
-            raise
-        t._commit()
+            lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
         return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token), e.errors())
 
     def _claim_once(self, t: _Topic, limit: int, owner: int) -> list[Delivery]:
@@ -1891,7 +1858,7 @@ class SlabBackend(Backend):
             errors = (errors + [error])[-MAX_ERRORS_KEPT:]
         extra = msgpack.packb(errors, use_bin_type=True) if errors else b""
         from_log = e.slab.log
-        with t.change(op, from_log, e.slab.seq, e.off, e.slab):
+        with t.change(op, e.slab, e.off):
             t.append(to_log, e.id, e.payload(), extra, e.enqueued_at, not_before, e.attempts)
             old_status = e.status
             if _CRASH_AT:
@@ -1965,18 +1932,13 @@ class SlabBackend(Backend):
             return False, False, int(m.op_seq)
         now = time.time()  # read once: a clock step between two reads must not fail a complete
         if outcome == "complete" and deadline > now:
-            t.change(OP_COMPLETE, MAIN, seq, off, slab)  # ``with``, without its two calls
-            try:
+            with t.change(OP_COMPLETE, slab, off):
                 slab.mm[off + MUT_OFF : off + MUT_OFF + 36] = _unowned_mut(DONE, attempts)
                 if _CRASH_AT:
                     _crash("complete.after_status")
                 t.finished_at(slab)
                 m.in_progress = max(0, m.in_progress - 1)
                 m.completed += 1
-            except BaseException:
-                t._rollback()
-                raise
-            t._commit()
             # Room was made: wake puts waiting under max_queue_size.
             return True, m.room_waiters > 0, int(m.op_seq)
         return self._settle_entry(t, _Entry(slab, off), outcome, delay, error, now)
@@ -2206,7 +2168,7 @@ class SlabBackend(Backend):
 
     def _remove(self, t: _Topic, e: _Entry, state: str) -> None:
         m = t.meta
-        with t.change(OP_OTHER, e.slab.log, e.slab.seq, e.off, e.slab):
+        with t.change(OP_OTHER, e.slab, e.off):
             e.set(MOVED)
             t.finished(e)
             if state == "ready":
