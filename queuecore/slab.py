@@ -29,6 +29,7 @@ import random
 import secrets
 import socket
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -199,6 +200,10 @@ OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1,
 SIDE_SLAB_SIZE = 1024 * 1024  # slab size of the delayed and failed logs
 RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
 MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
+# Slabs a topic keeps mapped when nothing else refers to them: each mapped
+# slab holds one file descriptor, so a backlog of hundreds of slabs must not
+# hold hundreds (a scan maps the ones it reads in turn and lets them go).
+MAPPED_SLABS = 16
 
 _HOST = socket.gethostname()
 
@@ -288,24 +293,27 @@ def _disk_error(path: str, exc: OSError) -> Exception:
 class _Slab:
     """One mapped slab file."""
 
-    __slots__ = ("path", "fd", "mm", "mv", "size", "hdr", "salt", "salt_crc", "seq", "log", "ident")
+    __slots__ = ("path", "closed", "mm", "mv", "size", "hdr", "salt", "salt_crc", "seq", "log", "ident")
 
     def __init__(self, path: str, log: int, seq: int) -> None:
         self.path = path
         self.log = log
         self.seq = seq
-        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        self.closed = True
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         try:
-            st = os.fstat(self.fd)
+            st = os.fstat(fd)
             self.ident = (st.st_dev, st.st_ino)  # which file: a name can be given to another
             size = st.st_size
             if size < SLAB_HEADER_SIZE:
                 raise CorruptSlab(path, 0, f"file of {size} bytes is shorter than a slab header")
             self.size = size
-            self.mm = mmap.mmap(self.fd, size)
-        except BaseException:
-            os.close(self.fd)
-            raise
+            # The map keeps a descriptor of its own: one per mapped slab, not
+            # two. An fsync opens the file again (sync_fd).
+            self.mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.closed = False
         self.mv = memoryview(self.mm)
         self.hdr = h = _SlabHeader.from_buffer(self.mm)
         if _header_crc(h.seq, h.salt, h.created) == h.hcrc:
@@ -419,12 +427,7 @@ class _Slab:
             self.mm.close()
         except (BufferError, AttributeError):
             pass
-        if self.fd >= 0:
-            try:
-                os.close(self.fd)
-            except OSError:
-                pass
-            self.fd = -1
+        self.closed = True
 
 
 class _Entry:
@@ -788,7 +791,7 @@ class _Topic:
         slab that cannot be read or deleted now stays (its entries are all
         finished; the next rebuild deletes it)."""
         for slab in self.dropping:
-            if slab.fd < 0 or slab.hdr.live > 0:
+            if slab.closed or slab.hdr.live > 0:
                 continue
             try:
                 self._drop_if_finished(slab)
@@ -799,7 +802,7 @@ class _Topic:
     def _rollback(self) -> None:
         gen_before = int(self.meta.slab_gen)
         for slab, off in reversed(self.appended):
-            if slab.fd >= 0:
+            if not slab.closed:
                 slab.mm[off : off + HEADER_SIZE] = bytes(HEADER_SIZE)  # no longer an entry, never adopted
                 slab.hdr.live = max(0, slab.hdr.live - 1)
         self.appended.clear()
@@ -807,13 +810,13 @@ class _Topic:
         u = self.undo_slab
         if u is not None:
             self.undo_slab = None
-            if u.fd >= 0:
+            if not u.closed:
                 off = self.undo_off + MUT_OFF
                 # The slab's live count is left as it is: one too low is
                 # found out (a slab is scanned before it is deleted).
                 u.mm[off : off + MUT_SIZE] = self.undo_mut
         for slab, (lo, hi) in self.hints.items():
-            if slab.fd >= 0:
+            if not slab.closed:
                 slab.set_hints(lo, hi)
         self.hints.clear()
         ctypes.memmove(self.meta_addr, self.meta_addr + SNAPSHOT_OFF, META_HDR)
@@ -911,6 +914,8 @@ class _Topic:
         if s is not None:
             return s
         path = os.path.join(self.path, f"{LOG_PREFIX[log]}{seq:012d}.slab")
+        if len(self.slabs) >= MAPPED_SLABS:
+            self._unmap_idle()
         try:
             s = _Slab(path, log, seq)
         except FileNotFoundError:
@@ -919,6 +924,26 @@ class _Topic:
             raise _disk_error(path, exc) from exc
         self.slabs[(log, seq)] = s
         return s
+
+    def _unmap_idle(self) -> None:
+        """Let go of the oldest mapped slabs nothing refers to, past
+        MAPPED_SLABS: not a log's head, cursor or tail, and not held by an
+        entry, a scan or the change in progress (an object still referred to
+        stays, so no slab is ever mapped twice: the undo record and the
+        deletion of emptied slabs know a slab by its object)."""
+        keep: set[tuple[int, int]] = set()
+        for log, lm in enumerate(self.lms):
+            keep.update(((log, int(lm.head_seq)), (log, int(lm.cursor_seq)), (log, int(lm.tail_seq))))
+        excess = len(self.slabs) - MAPPED_SLABS + 1
+        getrefcount = sys.getrefcount
+        for key, s in list(self.slabs.items()):
+            if excess <= 0:
+                break
+            # References: the dict, the list of items, 's', the argument.
+            if key not in keep and getrefcount(s) <= 4:
+                del self.slabs[key]
+                s.close()
+                excess -= 1
 
     def seqs(self, log: int) -> list[int]:
         self.refresh()
@@ -929,7 +954,7 @@ class _Topic:
         return int(lm.tail_seq), int(lm.tail_off)
 
     def entries(self, log: int, start: tuple[int, int] | None = None,
-                on_damage: Any = None, ends: dict[_Slab, int] | None = None) -> Iterator[_Entry]:
+                on_damage: Any = None, ends: dict[tuple[int, int], int] | None = None) -> Iterator[_Entry]:
         """Every sound entry of a log from ``start`` on, in log order. Damage
         is stepped over (never ends the scan early) and reported to
         ``on_damage(slab, offset, next_offset)``; ``ends`` gets, per slab,
@@ -966,7 +991,15 @@ class _Topic:
                     on_damage(slab, off, nxt)
                 off = nxt
             if ends is not None:
-                ends[slab] = min(off, end)
+                ends[(log, seq)] = min(off, end)
+
+    def entries_at(self, log: int, positions: list[tuple[int, int]]) -> Iterator[_Entry]:
+        """The entries at (seq, offset) positions a scan under the same lock
+        found sound, read again one at a time."""
+        for seq, off in positions:
+            slab = self.slab(log, seq)
+            if slab is not None:
+                yield _Entry(slab, off)
 
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
@@ -1022,6 +1055,8 @@ class _Topic:
         # topic with one failed message does not reserve another 64 MiB.
         base = b.slab_size if log == MAIN else min(b.slab_size, SIDE_SLAB_SIZE)
         slab = _Slab.create(self.path, log, seq, max(base, SLAB_HEADER_SIZE + size), b.durable)
+        if len(self.slabs) >= MAPPED_SLABS:
+            self._unmap_idle()
         self.slabs[(log, seq)] = slab
         self.created.append(slab)
         if old is not None:
@@ -1121,7 +1156,7 @@ class _Topic:
             first_ready: tuple[int, int] | None = None
             live: dict[int, int] = {}
             ids: dict[int, tuple[int, int]] = {}
-            ends: dict[_Slab, int] = {}
+            ends: dict[tuple[int, int], int] = {}
             # Entries come slab by slab: keep each slab's figures in locals
             # (this loop runs once per message after a reboot).
             cur, lo, hi, n_live = -1, 0, 0, 0
@@ -1159,7 +1194,7 @@ class _Topic:
                 if slab is not None:
                     slab.hdr.live = live.get(seq, 0)
                     slab.set_hints(*ids.get(seq, (0, 0)))
-                    slab.hdr.end = 0 if seq == lm.tail_seq else ends.get(slab, slab.hdr.end)
+                    slab.hdr.end = 0 if seq == lm.tail_seq else ends.get((log, seq), slab.hdr.end)
                     if not slab.hdr.live and seq != lm.tail_seq:
                         self._drop_slab(slab)  # left behind by a crash
             tail = (int(lm.tail_seq), int(lm.tail_off))
@@ -1487,7 +1522,6 @@ class SlabBackend(Backend):
     def _sync_as_leader(self, t: _Topic, target_op: int | None, meta: bool) -> None:
         m = t.meta
         fcntl.flock(t.sync_fd, fcntl.LOCK_EX)  # one fsync at a time across processes
-        fds: list[int] = []
         try:
             if target_op is not None and self._covered(t, target_op):
                 return  # another process's fsync covered it
@@ -1495,14 +1529,12 @@ class SlabBackend(Backend):
             # change is half made: every op up to op_seq, in the slabs from
             # each log's synced_seq to its tail, and from the lowest older
             # slab a durable change wrote (see dirty(); a write there from
-            # now on marks it again, for the next fsync). The files are
-            # dup'ed: a slab deleted meanwhile is still synced, never a
-            # closed descriptor.
+            # now on marks it again, for the next fsync).
             with t.locked():
                 upto = int(m.op_seq)
                 low, using = t.dirty_low, t.dirty_using
                 tails = [0, 0, 0]
-                slabs: list[_Slab] = []
+                names: list[str] = []
                 for log, lm in enumerate(t.lms):
                     tail = tails[log] = int(lm.tail_seq)
                     if not tail:
@@ -1514,25 +1546,35 @@ class SlabBackend(Backend):
                             mark = int(using[log])
                         using[log], low[log] = mark, 0
                         start = min(start, mark)
+                    prefix = LOG_PREFIX[log]
                     if start >= tail:  # the common case: the tail slab alone
-                        slab = t.slab(log, tail)
-                        if slab is not None:
-                            slabs.append(slab)
+                        names.append(f"{prefix}{tail:012d}.slab")
                     else:
-                        slabs.extend(s for seq in t.seqs(log) if seq >= start
-                                     if (s := t.slab(log, seq)) is not None)
+                        names.extend(f"{prefix}{seq:012d}.slab" for seq in t.seqs(log) if seq >= start)
                 # A slab deleted since the last sync (its entries all
                 # finished): the deletion is durable once the folder is.
                 gen = int(m.slab_gen)
                 sync_dir = gen != m.dir_synced_gen
-                for slab in slabs:
-                    try:
-                        fds.append(os.dup(slab.fd))
-                    except OSError as exc:  # EMFILE: nothing synced, marks kept
-                        raise _disk_error(slab.path, exc) from exc
+            # Each file is opened by its name outside the lock and synced in
+            # turn (a range of hundreds of slabs must not need hundreds of
+            # descriptors at once). A file gone meanwhile needs no sync: its
+            # entries were all finished, and its deletion is made durable by
+            # the fsync of the folder of whoever deleted it, or by ours.
+            opened: OSError | None = None
             try:
-                for fd in fds:
-                    os.fdatasync(fd)
+                for name in names:
+                    path = os.path.join(t.path, name)
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        opened = exc
+                        raise
+                    try:
+                        os.fdatasync(fd)
+                    finally:
+                        os.close(fd)
                 if sync_dir:
                     _fsync_dir(t.path)
                 if meta:
@@ -1540,6 +1582,8 @@ class SlabBackend(Backend):
                     # a put or take never waits for this one.
                     t.meta_mm.flush()
             except OSError as exc:
+                if exc is opened:  # EMFILE: no fsync failed, the marks are kept
+                    raise _disk_error(t.path, exc) from exc
                 # Never retried into a false success: after a failed fsync
                 # the kernel may drop the dirty pages and report the next
                 # fsync as fine. The failed range only grows (a false error,
@@ -1562,8 +1606,6 @@ class SlabBackend(Backend):
             t.ops_since_sync = 0
             t.last_sync = time.monotonic()
         finally:
-            for fd in fds:
-                os.close(fd)
             fcntl.flock(t.sync_fd, fcntl.LOCK_UN)
 
     def _after_write(self, t: _Topic, op: int, durable: bool) -> None:
@@ -1806,13 +1848,16 @@ class SlabBackend(Backend):
         if not m.next_due or m.next_due > now:
             return
         next_due = 0.0
-        for e in list(t.entries(DELAYED)):
+        due: list[tuple[int, int]] = []  # positions: entries would keep every slab mapped
+        for e in t.entries(DELAYED):
             if e.status != READY:
                 continue
             if e.not_before <= now:
-                self._move(t, e, MAIN, OP_MOVE)
+                due.append((e.slab.seq, e.off))
             else:
                 next_due = e.not_before if not next_due else min(next_due, e.not_before)
+        for e in t.entries_at(DELAYED, due):
+            self._move(t, e, MAIN, OP_MOVE)
         m.next_due = next_due
 
     def _reclaim(self, t: _Topic) -> None:
@@ -1829,7 +1874,8 @@ class SlabBackend(Backend):
         cursor = (int(lm.cursor_seq), int(lm.cursor_off))
         # Collect first, move after: a move can finish the last live entry of
         # a slab and drop (unmap) it, which a running scan must not see.
-        expired: list[_Entry] = []
+        # Positions, not entries: entries would keep every slab mapped.
+        expired: list[tuple[int, int]] = []
         for e in t.entries(MAIN, (int(lm.head_seq), int(lm.head_off))):
             if (e.slab.seq, e.off) >= cursor or seen >= total:
                 if first_live is None:
@@ -1838,13 +1884,13 @@ class SlabBackend(Backend):
             if e.status == TAKEN:
                 seen += 1
                 if e.deadline <= now or not self._owner_alive(e.owner):
-                    expired.append(e)
+                    expired.append((e.slab.seq, e.off))
                     continue
             if e.status in (READY, TAKEN) and first_live is None:
                 first_live = (e.slab.seq, e.off)
-        for e in expired:
+        for e in t.entries_at(MAIN, expired):
             self._move(t, e, MAIN, OP_RECLAIM)
-        if first_live is not None and (MAIN, first_live[0]) in t.slabs:
+        if first_live is not None and first_live[0] in t.seqs(MAIN):
             _set_head(lm, *first_live)
 
     def _move(self, t: _Topic, e: _Entry, to_log: int, op: int, error: dict[str, Any] | None = None,
@@ -2037,8 +2083,10 @@ class SlabBackend(Backend):
             return "delayed" if log == DELAYED else "failed"
         return None
 
-    def _scan(self, t: _Topic, states: set[str], after: int, limit: int | None) -> list[tuple[_Entry, str]]:
-        """Entries in ``states`` with id > after, in id order (at most limit)."""
+    def _scan(self, t: _Topic, states: set[str], after: int, limit: int | None) -> Iterator[tuple[_Entry, str]]:
+        """Entries in ``states`` with id > after, in id order (at most limit),
+        read again one at a time as they are used: a scan of a big backlog
+        holds positions, not entries, so the slabs it read can be unmapped."""
         logs = []
         if states & {"ready", "in_progress", "completed"}:
             logs.append(MAIN)
@@ -2046,7 +2094,7 @@ class SlabBackend(Backend):
             logs.append(DELAYED)
         if "failed" in states:
             logs.append(FAILED)
-        found: list[tuple[int, int, _Entry, str]] = []
+        found: list[tuple[int, int, int, int, str]] = []
         for log in logs:
             for seq in t.seqs(log):
                 slab = t.slab(log, seq)
@@ -2067,11 +2115,14 @@ class SlabBackend(Backend):
                         continue
                     state = self._state_of(log, e.status)
                     if state in states:
-                        found.append((e.id, log, e, state))
+                        found.append((e.id, log, seq, e.off, state))
         found.sort(key=lambda x: x[0])
         if limit is not None:
             del found[limit:]
-        return [(e, state) for _, _, e, state in found]
+        for _, log, seq, off, state in found:
+            slab = t.slab(log, seq)
+            if slab is not None:
+                yield _Entry(slab, off), state
 
     def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
         t = self._topic(topic, create=False)
@@ -2156,7 +2207,10 @@ class SlabBackend(Backend):
             return 0
         n = 0
         with t.locked():
-            for e in list(t.entries(FAILED)):
+            # Positions first (the moves empty and delete slabs as they go),
+            # not entries (which would keep every slab mapped).
+            failed = [(e.slab.seq, e.off) for e in t.entries(FAILED) if e.status == READY]
+            for e in t.entries_at(FAILED, failed):
                 if e.status == READY:
                     self._move(t, e, MAIN, OP_MOVE)
                     self._admin_dirty(t, e)
@@ -2222,8 +2276,10 @@ class SlabBackend(Backend):
             with t.locked():
                 counts = {"ready": 0, "in_progress": 0, "delayed": 0, "failed": 0}
                 flips = 0
-                spans: dict[_Slab, list[int]] = {}
-                ends: dict[_Slab, int] = {}
+                # Per slab, by (log, seq): holding the slabs themselves would
+                # keep every one of them mapped.
+                spans: dict[tuple[int, int], list[int]] = {}
+                ends: dict[tuple[int, int], int] = {}
                 first_live: dict[int, tuple[int, int]] = {}  # per log
                 first_ready: tuple[int, int] | None = None
                 for log in (MAIN, DELAYED, FAILED):
@@ -2233,9 +2289,9 @@ class SlabBackend(Backend):
                         except CorruptSlab:
                             continue  # reported by the scan below
                         if slab is not None:
-                            spans[slab] = [0, 0, 0]
+                            spans[(log, seq)] = [0, 0, 0]
                     for e in t.entries(log, None, on_damage, ends):
-                        span = spans.setdefault(e.slab, [0, 0, 0])
+                        span = spans.setdefault((log, e.slab.seq), [0, 0, 0])
                         span[0] = e.id if not span[0] else min(span[0], e.id)
                         span[1] = max(span[1], e.id)
                         if e.status in (READY, TAKEN):
@@ -2257,9 +2313,12 @@ class SlabBackend(Backend):
                     problems.append(f"{name}: {flips} entries with a damaged status (read as ready)")
                 # The header's id range and live count are hints no checksum
                 # covers: compare them with what the slab holds.
-                bad_spans = [(slab, lo, hi, live) for slab, (lo, hi, live) in spans.items()
-                             if (slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live) != (lo, hi, live)]
-                for slab, lo, hi, live in bad_spans:
+                bad_spans = 0
+                for key, (lo, hi, live) in spans.items():
+                    slab = t.slab(*key)
+                    if slab is None or (slab.hdr.min_id, slab.hdr.max_id, slab.hdr.live) == (lo, hi, live):
+                        continue
+                    bad_spans += 1
                     problems.append(
                         f"{name}/{os.path.basename(slab.path)}: header says ids "
                         f"{slab.hdr.min_id}..{slab.hdr.max_id} ({slab.hdr.live} live), "
@@ -2268,12 +2327,15 @@ class SlabBackend(Backend):
                         slab.set_hints(lo, hi)
                         slab.hdr.live = live
                 if fix and bad_spans:
-                    fixed.append(f"{name}: corrected the header hints of {len(bad_spans)} slabs")
+                    fixed.append(f"{name}: corrected the header hints of {bad_spans} slabs")
                 # Every other header field: what the open tolerated, and the
                 # end a sealed slab was given (where its records stop).
                 headers_fixed = 0
-                for slab in spans:
-                    sealed_end = None if slab.seq == t.lms[slab.log].tail_seq else ends.get(slab)
+                for key in spans:
+                    slab = t.slab(*key)
+                    if slab is None:
+                        continue
+                    sealed_end = None if slab.seq == t.lms[slab.log].tail_seq else ends.get(key)
                     if sealed_end is None and slab.seq != t.lms[slab.log].tail_seq:
                         continue  # not scanned (damaged beyond reading): reported above
                     for what in slab.header_problems(sealed_end):

@@ -474,16 +474,18 @@ def test_a_durable_write_to_an_old_slab_is_synced_after_a_leader_died_or_failed(
         )
         assert subprocess.run([sys.executable, "-c", code]).returncode == -9
     else:
-        real_dup = os.dup
+        real_open = os.open
         calls = [0]
 
-        def dup(fd: int) -> int:
-            calls[0] += 1
-            if calls[0] == 1:
-                raise OSError(errno.EMFILE, "Too many open files")
-            return real_dup(fd)
+        def open_(path: str, flags: int, *args: Any, **kw: Any) -> int:
+            # The leader opens each slab again to fsync it outside the lock.
+            if str(path).endswith(".slab") and flags & os.O_ACCMODE == os.O_RDONLY:
+                calls[0] += 1
+                if calls[0] == 1:
+                    raise OSError(errno.EMFILE, "Too many open files")
+            return real_open(path, flags, *args, **kw)
 
-        monkeypatch.setattr(os, "dup", dup)
+        monkeypatch.setattr(os, "open", open_)
         with pytest.raises(StorageError):  # typed, not a bare OSError
             qs.put("q", b"z")
         monkeypatch.undo()
