@@ -23,6 +23,7 @@ import ctypes
 import errno
 import fcntl
 import json
+import math
 import mmap
 import os
 import random
@@ -173,6 +174,12 @@ class _Meta(ctypes.Structure):
         # succeeds: a leader that was killed or failed leaves them for the
         # next one (one leader at a time: the 'sync' flock).
         ("dirty_using", ctypes.c_uint64 * 3),
+        # The earliest deadline of any lease (0: not known), and the count
+        # of owners seen gone (the size of .owners/gone) when the last look
+        # for ended leases began: until one of the two moves, no lease can
+        # have ended and the look is skipped (see _leases_may_have_ended).
+        ("lease_min", ctypes.c_double),
+        ("reclaim_gone", ctypes.c_uint64),
     ]
 
 
@@ -288,6 +295,17 @@ def _disk_error(path: str, exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(path, exc.strerror or "")
     return StorageError(path, f"{exc.strerror or exc} (errno {exc.errno})")
+
+
+def _refcounts(d: dict[Any, Any]) -> list[tuple[Any, int]]:
+    """Each key of ``d`` with the reference count of its value as read here."""
+    getrefcount = sys.getrefcount
+    return [(key, getrefcount(v)) for key, v in list(d.items())]
+
+
+# The count _refcounts reads for a value only the dict refers to (it differs
+# between Python versions: measured, not assumed).
+_IDLE_REFS = _refcounts({0: object()})[0][1]
 
 
 class _Slab:
@@ -607,6 +625,9 @@ class _Topic:
         # Slabs the change in progress emptied: deleted when it commits (an
         # undone change must find every slab it started from).
         self.dropping: list[_Slab] = []
+        # The tail slab the change in progress sealed (it started the next):
+        # unsealed if the change is undone (and so kept mapped till then).
+        self.sealed: list[_Slab] = []
         # The entry the change is about, and its state before it, put back
         # if the change is undone (a move undone must not lose the message).
         self.undo_slab: _Slab | None = None
@@ -774,6 +795,8 @@ class _Topic:
             self.hints.clear()
         if self.dropping:
             self.dropping.clear()
+        if self.sealed:
+            self.sealed.clear()
         self.undo_slab = slab
         if slab is not None:
             self.undo_off = off
@@ -843,10 +866,10 @@ class _Topic:
     def _unseal_tails(self) -> None:
         """A change that sealed a slab and started the next one was undone:
         the slab that is the tail again is not sealed."""
-        for lm_log, lm in enumerate(self.lms):
-            slab = self.slabs.get((lm_log, int(lm.tail_seq))) if lm.tail_seq else None
-            if slab is not None and slab.hdr.end:
+        for slab in self.sealed:
+            if not slab.closed and slab.seq == self.lms[slab.log].tail_seq:
                 slab.hdr.end = 0
+        self.sealed.clear()
 
     def _recover_crash(self) -> None:
         """The last lock holder died mid-change: put back the counters it
@@ -935,14 +958,11 @@ class _Topic:
         for log, lm in enumerate(self.lms):
             keep.update(((log, int(lm.head_seq)), (log, int(lm.cursor_seq)), (log, int(lm.tail_seq))))
         excess = len(self.slabs) - MAPPED_SLABS + 1
-        getrefcount = sys.getrefcount
-        for key, s in list(self.slabs.items()):
+        for key, refs in _refcounts(self.slabs):
             if excess <= 0:
                 break
-            # References: the dict, the list of items, 's', the argument.
-            if key not in keep and getrefcount(s) <= 4:
-                del self.slabs[key]
-                s.close()
+            if key not in keep and refs <= _IDLE_REFS:
+                self.slabs.pop(key).close()
                 excess -= 1
 
     def seqs(self, log: int) -> list[int]:
@@ -1061,6 +1081,7 @@ class _Topic:
         self.created.append(slab)
         if old is not None:
             old.hdr.end = lm.tail_off  # sealed: scanners stop here
+            self.sealed.append(old)
             if lm.tail_off + HEADER_SIZE <= old.size:
                 # Whatever a killed writer left past the tail is no entry:
                 # zeros there end every scan of the sealed slab.
@@ -1207,6 +1228,7 @@ class _Topic:
         # A slab that lost its end with no partial entry left to see.
         m.dropped += max(dropped, lost_tails)
         m.needs_recount = 0
+        m.lease_min = 0.0  # not known: the next look for ended leases scans
         m.slab_gen += 1  # every process lists the slabs again
         self.slab_gen = -1
         # The scan mapped every page of every slab into this process: let
@@ -1437,10 +1459,11 @@ class SlabBackend(Backend):
                 alive = True
             else:
                 alive = False
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+                if self._count_gone():  # before the file goes: see _leases_may_have_ended
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
             finally:
                 os.close(fd)
         self._dead_owners[owner] = alive
@@ -1557,9 +1580,10 @@ class SlabBackend(Backend):
                 sync_dir = gen != m.dir_synced_gen
             # Each file is opened by its name outside the lock and synced in
             # turn (a range of hundreds of slabs must not need hundreds of
-            # descriptors at once). A file gone meanwhile needs no sync: its
-            # entries were all finished, and its deletion is made durable by
-            # the fsync of the folder of whoever deleted it, or by ours.
+            # descriptors at once). A file deleted meanwhile (its entries
+            # all finished) is not synced, but its deletion must then be on
+            # disk before this sync reports success: the folder is synced
+            # too (whoever deleted it may sync it later, or never).
             opened: OSError | None = None
             try:
                 for name in names:
@@ -1567,6 +1591,7 @@ class SlabBackend(Backend):
                     try:
                         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                     except FileNotFoundError:
+                        sync_dir = True  # the deletion, instead of the file
                         continue
                     except OSError as exc:
                         opened = exc
@@ -1776,6 +1801,8 @@ class SlabBackend(Backend):
         attempts = e.attempts + 1
         with t.change(OP_OTHER, e.slab, e.off):
             e.set(TAKEN, attempts, owner, token, lease_until)
+            if lease_until < m.lease_min:  # 0 (not known) stays 0
+                m.lease_min = lease_until
             m.ready -= 1
             m.in_progress += 1
             lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
@@ -1839,7 +1866,71 @@ class SlabBackend(Backend):
             self._promote(t)
         # A last look in the future means the clock was stepped back: look now.
         if m.in_progress > 0 and not 0 <= now - m.last_reclaim < RECLAIM_INTERVAL:
-            self._reclaim(t)
+            if self._leases_may_have_ended(t, now):
+                self._reclaim(t)
+            else:
+                m.last_reclaim = now
+
+    def _leases_may_have_ended(self, t: _Topic, now: float) -> bool:
+        """Whether the look for ended leases (a scan of the main log from its
+        head, which a lease held long at the head of a big backlog makes
+        slow) can find anything: a deadline passed, or an owner is gone since
+        the last look. An owner that dies leaves its file unlocked until
+        someone sees it; whoever sees it (or an owner closing) counts it in
+        .owners/gone before deleting the file, so the file or the count
+        tells. Read in that order: a file deleted is already counted."""
+        m = t.meta
+        if not m.lease_min or now >= m.lease_min:
+            return True
+        owners = os.path.join(self.root, ".owners")
+        try:
+            names = os.listdir(owners)
+        except OSError:
+            return True
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            try:
+                owner = int(name[:-5], 16)
+            except ValueError:
+                continue
+            if owner == self._owner_id:
+                continue
+            try:
+                fd = os.open(os.path.join(owners, name), os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue  # deleted by whoever saw it gone: counted
+            except OSError:
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # alive
+            except OSError:
+                return True
+            finally:
+                os.close(fd)
+            return True  # not locked: gone, not yet seen
+        return bool(self._gone_count() != m.reclaim_gone)
+
+    def _gone_count(self) -> int:
+        try:
+            return os.stat(os.path.join(self.root, ".owners", "gone")).st_size
+        except FileNotFoundError:
+            return 0
+
+    def _count_gone(self) -> bool:
+        """Count one owner gone (before its file is deleted); False if it
+        could not be counted (then the file must stay, for others to see)."""
+        try:
+            fd = os.open(os.path.join(self.root, ".owners", "gone"),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                return os.write(fd, b"x") == 1
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
 
     def _promote(self, t: _Topic) -> None:
         """Delayed retries whose time has come go to the main log."""
@@ -1867,9 +1958,11 @@ class SlabBackend(Backend):
         lm = m.logs[MAIN]
         now = _now()
         m.last_reclaim = now
+        gone = self._gone_count()  # before any owner is looked at
         self._dead_owners = {}
         seen = 0
         total = int(m.in_progress)
+        lease_min = math.inf  # of the leases that stay
         first_live: tuple[int, int] | None = None
         cursor = (int(lm.cursor_seq), int(lm.cursor_off))
         # Collect first, move after: a move can finish the last live entry of
@@ -1886,10 +1979,15 @@ class SlabBackend(Backend):
                 if e.deadline <= now or not self._owner_alive(e.owner):
                     expired.append((e.slab.seq, e.off))
                     continue
+                if e.deadline < lease_min:
+                    lease_min = e.deadline
             if e.status in (READY, TAKEN) and first_live is None:
                 first_live = (e.slab.seq, e.off)
         for e in t.entries_at(MAIN, expired):
             self._move(t, e, MAIN, OP_RECLAIM)
+        # Every lease was seen (else the counters are off: look every time).
+        m.lease_min = lease_min if seen >= total else 0.0
+        m.reclaim_gone = gone
         if first_live is not None and first_live[0] in t.seqs(MAIN):
             _set_head(lm, *first_live)
 
@@ -2387,10 +2485,13 @@ class SlabBackend(Backend):
         self._topics.clear()
         if self._owner_fd >= 0:
             path = os.path.join(self.root, ".owners", f"{self._owner_id:016x}.lock")
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            # Leases still held are ended by whoever looks next: count this
+            # owner gone before its file goes (see _leases_may_have_ended).
+            if self._count_gone():
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
             os.close(self._owner_fd)
             self._owner_fd, self._owner_id = -1, 0
         _instances.discard(self)

@@ -13,11 +13,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import queuecore.slab as slab_mod
-from queuecore import Queues
+from queuecore import DiskFull, Queues
 
 
 def _fds_under(path: str) -> int:
@@ -130,3 +131,84 @@ def test_a_mixed_workload_with_one_mapped_slab_keeps_every_message(
         report = qs.check()
         assert report["ok"], report
         assert len(qs._backend._topics["q"].slabs) <= 4  # head, cursor and tails at most
+
+
+# -- from a review of the change ------------------------------------------------------
+
+
+def test_a_slab_deleted_while_the_leader_syncs_outside_the_lock_has_its_deletion_synced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A durable complete of message 1 (slab 1): its leader collects the
+    slab names under the lock; before it opens slab 1, another writer
+    completes the last live entries there and slab 1 is deleted. The sync
+    cannot fsync the file any more, so it must fsync the folder (the
+    deletion) before the complete returns."""
+    d = str(tmp_path)
+    kw: dict[str, Any] = {"slab_size": 4096, "serializer": "raw", "fsync_put": False}
+    a = Queues(d, fsync_take=True, **kw)
+    b = Queues(d, **kw)  # another writer, not syncing its completes
+    try:
+        for i in range(4):
+            a.put("q", b"%d" % i + b"p" * 1000)  # three per slab: 1-3 in slab 1
+        t1 = a.take("q", timeout=0)
+        t2, t3 = b.take("q", timeout=0), b.take("q", timeout=0)
+        assert t1 is not None and t2 is not None and t3 is not None
+        a.fsync()  # folder and slabs on disk: a clean start
+        slab1 = os.path.join(d, "q", "m000000000001.slab")
+        real_open, real_fsync = os.open, os.fsync
+        folder_synced: list[bool] = []
+
+        def open_(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if str(path) == slab1 and flags & os.O_ACCMODE == os.O_RDONLY and not folder_synced:
+                folder_synced.append(False)
+                assert t2.complete() and t3.complete()  # slab 1 is deleted now
+                assert not os.path.exists(slab1)
+            return real_open(path, flags, *args, **kwargs)
+
+        def fsync(fd: int) -> None:
+            if os.readlink(f"/proc/self/fd/{fd}") == os.path.join(d, "q"):
+                folder_synced.append(True)
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "open", open_)
+        monkeypatch.setattr(os, "fsync", fsync)
+        assert t1.complete()
+        monkeypatch.undo()
+        assert folder_synced[0] is False and True in folder_synced[1:]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_undone_put_many_unseals_the_tail_even_after_it_was_unmapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A put_many seals the tail slab, starts two more and fails on a third
+    (a full disk): undone, the first slab is the tail again and must not
+    stay sealed, though mapping the new slabs could have unmapped it."""
+    d = str(tmp_path)
+    kw: dict[str, Any] = {"slab_size": 4096, "serializer": "raw", "fsync_put": False}
+    with Queues(d, **kw) as qs:
+        for _ in range(20):
+            qs.put("q", b"x" * 3000)  # one per slab: 1..20
+    with Queues(d, **kw) as qs:
+        qs.put("q", b"small")  # maps the tail, slab 20, first
+        qs.peek("q", 19)  # then maps 1..19: only 16 stay
+        t = qs._backend._topics["q"]  # type: ignore[attr-defined]
+        real_create = slab_mod._Slab.create.__func__  # type: ignore[attr-defined]
+
+        def create(cls: Any, directory: str, log: int, seq: int, size: int, durable: bool) -> Any:
+            if seq == 23:
+                raise DiskFull(directory, "no space left (injected)")
+            return real_create(cls, directory, log, seq, size, durable)
+
+        monkeypatch.setattr(slab_mod._Slab, "create", classmethod(create))
+        with pytest.raises(DiskFull):
+            qs.put_many("q", [b"y" * 3000] * 3)  # seals 20, makes 21 and 22, fails at 23
+        monkeypatch.undo()
+        assert int(t.lms[0].tail_seq) == 20
+        report = qs.check()
+        assert report["ok"], report["problems"]
+        qs.put("q", b"after")  # the tail takes entries again
+        assert [m.value for m in qs.messages("q", limit=100)][-2:] == [b"small", b"after"]
