@@ -205,6 +205,7 @@ assert ctypes.sizeof(_Meta) <= META_HDR <= INTENT_OFF
 OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
 
 SIDE_SLAB_SIZE = 1024 * 1024  # slab size of the delayed and failed logs
+PROMOTE_COST_FACTOR = 20  # delayed-log scans take at most ~5% of the lock's time
 RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
 MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
 # Slabs a topic keeps mapped when nothing else refers to them: each mapped
@@ -1939,6 +1940,7 @@ class SlabBackend(Backend):
         if not m.next_due or m.next_due > now:
             return
         next_due = 0.0
+        started = time.perf_counter()
         due: list[tuple[int, int]] = []  # positions: entries would keep every slab mapped
         for e in t.entries(DELAYED):
             if e.status != READY:
@@ -1947,8 +1949,17 @@ class SlabBackend(Backend):
                 due.append((e.slab.seq, e.off))
             else:
                 next_due = e.not_before if not next_due else min(next_due, e.not_before)
+        scan_cost = time.perf_counter() - started
         for e in t.entries_at(DELAYED, due):
             self._move(t, e, MAIN, OP_MOVE)
+        if next_due:
+            # That read the whole delayed log under the lock. Retries coming
+            # due one after another (many at once after an outage) would run
+            # it at every take: the next look waits PROMOTE_COST_FACTOR times
+            # what the read cost (nothing for a short log; a retry in a log
+            # of 100,000 is moved a second or two late rather than halting
+            # every take).
+            next_due = max(next_due, now + PROMOTE_COST_FACTOR * scan_cost)
         m.next_due = next_due
 
     def _reclaim(self, t: _Topic) -> None:

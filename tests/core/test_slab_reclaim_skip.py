@@ -1,4 +1,6 @@
-"""The look for ended leases is skipped while none can have ended.
+"""Looks under the topic's lock that read a whole log, made rare.
+
+The look for ended leases is skipped while none can have ended.
 
 It scans the main log from its head, under the topic's lock; a lease held
 long at the head of a big backlog made every look (every 0.5 s) read the
@@ -7,7 +9,8 @@ owners that go away (killed, or closing with leases held) are counted in
 .owners/gone before their file is deleted: until a deadline passes or an
 owner goes, nothing is scanned. These tests kill and close real processes
 and check that their leases still come back, whichever process or topic
-noticed first."""
+noticed first. The promotion of delayed retries reads the delayed log again
+only after a multiple of what its last read cost."""
 
 from __future__ import annotations
 
@@ -199,3 +202,46 @@ def test_a_rebuild_forgets_the_earliest_deadline(tmp_path: Path, scans: list[str
         with t.locked():
             t._recount()
         assert t.meta.lease_min == 0  # not known: the next look scans
+
+
+# -- the promotion of delayed retries -------------------------------------------------
+
+
+def test_the_delayed_log_is_read_again_only_after_a_multiple_of_what_reading_it_cost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each promotion reads the whole delayed log under the lock; with
+    retries coming due one after another it ran at every take (100,000
+    retries spread over 2 s took over 10 minutes to come back). The next
+    look now waits PROMOTE_COST_FACTOR times what the read cost."""
+    reads: list[float] = []
+    real = slab_mod.SlabBackend._promote
+
+    def spy(self: slab_mod.SlabBackend, t: slab_mod._Topic) -> None:
+        reads.append(t.meta.next_due)
+        real(self, t)
+
+    monkeypatch.setattr(slab_mod.SlabBackend, "_promote", spy)
+    d = str(tmp_path)
+    with Queues(d, serializer="raw") as qs:
+        qs.put_many("q", [b"%d" % i for i in range(200)])
+        tasks = qs.take_many("q", 200, timeout=0)
+        for i, task in enumerate(tasks):
+            assert task.retry(delay=0.2 + i * 0.001)  # due one after another
+        monkeypatch.setattr(slab_mod, "PROMOTE_COST_FACTOR", 10**7)  # a read "costs" seconds
+        first = qs.take("q", timeout=5)  # waits for the first to come due
+        assert first is not None
+        meta = qs._backend._topics["q"].meta  # type: ignore[attr-defined]
+        assert meta.next_due > slab_mod._now() + 1  # the next read is far off
+        n = len(reads)
+        early = qs.take_many("q", 200, timeout=0.3)  # those already moved, if any
+        assert len(reads) == n  # more came due meanwhile: not read again
+        monkeypatch.setattr(slab_mod, "PROMOTE_COST_FACTOR", 20)
+        meta.next_due = slab_mod._now()  # as after the wait
+        got = [first, *early] + qs.take_many("q", 200, timeout=0)
+        while len(got) < 200:
+            more = qs.take_many("q", 200, timeout=5)
+            assert more, f"{len(got)} of 200 came back"
+            got += more
+        assert sorted(int(t.value) for t in got) == list(range(200))
+        assert qs.complete_many(got) == 200
