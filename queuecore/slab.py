@@ -40,7 +40,7 @@ from typing import Any
 
 import msgpack
 
-from queuecore import _wake
+from queuecore import _mutex, _wake
 from queuecore.backend import Backend, Delivery, Lease, Record
 from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
 from queuecore.errors import (
@@ -201,11 +201,14 @@ META_SIZE = 4096
 META_HDR = (ctypes.sizeof(_Meta) + 63) & ~63  # bytes of _Meta copied into the undo snapshot
 INTENT_OFF = 1024
 SNAPSHOT_OFF = 2048
+MUTEX_OFF = 3072  # the topic's lock, when a process-shared mutex (see _mutex)
+LOCK_KIND_OFF = MUTEX_OFF + _mutex.SIZE  # _mutex.KIND there if so, else zeros
 assert ctypes.sizeof(_Meta) <= META_HDR <= INTENT_OFF
 OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
 
 SIDE_SLAB_SIZE = 1024 * 1024  # slab size of the delayed and failed logs
 PROMOTE_COST_FACTOR = 20  # delayed-log scans take at most ~5% of the lock's time
+PROMOTE_MAX_WAIT = 2.0  # ... and a retry that came due waits at most this for it
 RECLAIM_INTERVAL = 0.5  # seconds between two looks for leases of dead owners
 MAX_WAIT_SLICE = 2.0  # a waiting take looks again at least this often
 # Slabs a topic keeps mapped when nothing else refers to them: each mapped
@@ -548,11 +551,13 @@ def _write_skip(slab: _Slab, off: int, upto: int) -> None:
 
 
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # every change: no lookups
+_mutex_lock, _mutex_unlock = _mutex.lock if _mutex.AVAILABLE else None, _mutex.unlock if _mutex.AVAILABLE else None
 
 
 class _Locked:
-    """The topic's lock: a thread lock inside the process, a flock across
-    processes (re-entrant: only the outermost level takes the flock)."""
+    """The topic's lock: a thread lock inside the process, and across
+    processes a robust mutex in the meta file (or a flock of the lock file;
+    see _mutex). Re-entrant: only the outermost level takes the second."""
 
     __slots__ = ("t", "depth")
 
@@ -567,7 +572,13 @@ class _Locked:
             self.depth += 1
             return
         try:
-            _flock(t.lock_fd, _LOCK_EX)
+            mx = t.mutex
+            if mx:
+                rc = _mutex_lock(mx)  # type: ignore[misc]
+                if rc:
+                    _mutex.locked_with(mx, rc)  # its holder died (or an error to raise)
+            else:
+                _flock(t.lock_fd, _LOCK_EX)
         except BaseException:
             t.tlock.release()
             raise
@@ -585,7 +596,11 @@ class _Locked:
         self.depth -= 1
         t = self.t
         if not self.depth:
-            _flock(t.lock_fd, _LOCK_UN)
+            mx = t.mutex
+            if mx:
+                _mutex_unlock(mx)  # type: ignore[misc]
+            else:
+                _flock(t.lock_fd, _LOCK_UN)
         t.tlock.release()
 
 
@@ -638,6 +653,7 @@ class _Topic:
         self._change = _Change(self)
         os.makedirs(path, exist_ok=True)
         self.lock_fd = self.sync_fd = self.bell_fd = self.users_fd = -1
+        self.mutex = 0  # the address of the topic's mutex; 0: a flock instead
         try:
             self._open(path)
         except BaseException:
@@ -675,57 +691,89 @@ class _Topic:
             self.dirty_using = self.meta.dirty_using
             self.meta_addr = ctypes.addressof(self.meta)
             self.intent = _Intent.from_buffer(self.meta_mm, INTENT_OFF)
-            if self.meta.magic != META_MAGIC:
-                if self._list_slabs_any():
-                    # Counters lost but slabs are there: rebuild from the slabs.
-                    self.meta.needs_recount = 1
-                self.meta.magic = META_MAGIC
-                if self.meta.next_id == 0:
-                    self.meta.next_id = 1
-                _fsync_dir(path)
             # The first process to open the topic since everyone closed it
-            # checks that the last one closed cleanly; if not, and the
-            # machine rebooted since (an OS crash, a power loss: the slabs on
-            # disk may be older or newer than the counters), it rebuilds the
-            # counters from the slabs. Processes killed in this boot left
-            # exact counters (every change is undone or finished by the next
-            # lock holder), so they need no rebuild.
+            # (no other holds 'users') makes its lock new: see _choose_lock.
             alone = True
             try:
                 fcntl.flock(self.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 alone = False
-            m = self.meta
-            same_boot = _BOOT != (0, 0) and (m.boot_hi, m.boot_lo) == _BOOT
-            same_boot = same_boot and (m.meta_dev, m.meta_ino) == meta_file
-            if self.intent.active:
-                self._recover_crash()
-            elif m.needs_recount or (alone and not m.clean and not same_boot):
-                self._recount()
-                if alone and not same_boot:
-                    # A new boot: the counters are those of the slabs on disk
-                    # now, and no one waits on a failed fsync any more.
-                    m.sync_error_from = m.sync_error_op = 0
-            m.boot_hi, m.boot_lo = _BOOT
-            m.meta_dev, m.meta_ino = meta_file
-            if alone:
-                m.waiters = m.room_waiters = 0
-            if m.clean:
-                # On disk now, before any change: a power loss must never
-                # leave 'clean' there with the counters of the last close
-                # and slabs written since (the next open would trust them).
-                m.clean = 0
-                try:
-                    self.meta_mm.flush()
-                except OSError as exc:
-                    raise _disk_error(meta_path, exc) from exc
-            fcntl.flock(self.users_fd, fcntl.LOCK_SH)
+            self._choose_lock(alone)
+            with self.locked():
+                self._open_locked(path, meta_path, meta_file, alone)
         finally:
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
+    def _choose_lock(self, alone: bool) -> None:
+        """A robust process-shared mutex in the meta file when this platform
+        has one (see _mutex), else a flock of the lock file. The first
+        opener chooses and, for a mutex, makes it new (a mutex left looking
+        held by a reboot, or by a copy of the file, is never waited on);
+        every later opener follows its choice."""
+        kind = slice(LOCK_KIND_OFF, LOCK_KIND_OFF + len(_mutex.KIND))
+        if alone:
+            if _mutex.wanted():
+                try:
+                    _mutex.init(self.meta_addr + MUTEX_OFF)
+                except OSError as exc:
+                    raise StorageError(self.path, f"cannot make the topic's lock: {exc}") from exc
+                self.meta_mm[kind] = _mutex.KIND
+            else:
+                self.meta_mm[kind] = bytes(len(_mutex.KIND))
+        if self.meta_mm[kind] != _mutex.KIND:
+            self.mutex = 0
+        elif _mutex.AVAILABLE:
+            self.mutex = self.meta_addr + MUTEX_OFF
+        else:
+            raise StorageError(self.path, "the processes that have this topic open lock it with a "
+                                          "process-shared mutex, which this process cannot use")
+
+    def _open_locked(self, path: str, meta_path: str, meta_file: tuple[int, int], alone: bool) -> None:
+        if self.meta.magic != META_MAGIC:
+            if self._list_slabs_any():
+                # Counters lost but slabs are there: rebuild from the slabs.
+                self.meta.needs_recount = 1
+            self.meta.magic = META_MAGIC
+            if self.meta.next_id == 0:
+                self.meta.next_id = 1
+            _fsync_dir(path)
+        # The first process to open the topic since everyone closed it
+        # checks that the last one closed cleanly; if not, and the
+        # machine rebooted since (an OS crash, a power loss: the slabs on
+        # disk may be older or newer than the counters), it rebuilds the
+        # counters from the slabs. Processes killed in this boot left
+        # exact counters (every change is undone or finished by the next
+        # lock holder), so they need no rebuild.
+        m = self.meta
+        same_boot = _BOOT != (0, 0) and (m.boot_hi, m.boot_lo) == _BOOT
+        same_boot = same_boot and (m.meta_dev, m.meta_ino) == meta_file
+        if self.intent.active:
+            self._recover_crash()
+        elif m.needs_recount or (alone and not m.clean and not same_boot):
+            self._recount()
+            if alone and not same_boot:
+                # A new boot: the counters are those of the slabs on disk
+                # now, and no one waits on a failed fsync any more.
+                m.sync_error_from = m.sync_error_op = 0
+        m.boot_hi, m.boot_lo = _BOOT
+        m.meta_dev, m.meta_ino = meta_file
+        if alone:
+            m.waiters = m.room_waiters = 0
+        if m.clean:
+            # On disk now, before any change: a power loss must never
+            # leave 'clean' there with the counters of the last close
+            # and slabs written since (the next open would trust them).
+            m.clean = 0
+            try:
+                self.meta_mm.flush()
+            except OSError as exc:
+                raise _disk_error(meta_path, exc) from exc
+        fcntl.flock(self.users_fd, fcntl.LOCK_SH)
 
     def _abandon(self) -> None:
         """Close every file of the topic (a failed open, or a close), so no
         flock is left held."""
+        self.mutex = 0  # it lives in the meta map, about to go: a late user gets EBADF
         for s in self.slabs.values():
             s.close()
         self.slabs.clear()
@@ -1304,18 +1352,25 @@ class _Topic:
         return True
 
     def close(self) -> None:
-        self.closed = True
-        for s in self.slabs.values():
-            s.close()
-        self.slabs.clear()
-        try:
-            # The last process out marks the topic clean, so the next first
-            # opener can skip the rebuild, even after a reboot: the slabs
-            # are on disk before the mark is.
-            fcntl.flock(self.users_fd, fcntl.LOCK_UN)
-            with self.tlock:
-                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        # Under the thread lock: no other thread of this process is in the
+        # middle of a change (its mutex must never be made new by an opener
+        # who finds this process gone), and none starts one on unmapped files.
+        with self.tlock:
+            self.closed = True
+            for s in self.slabs.values():
+                s.close()
+            self.slabs.clear()
+            try:
+                # The last process out marks the topic clean, so the next first
+                # opener can skip the rebuild, even after a reboot: the slabs
+                # are on disk before the mark is.
+                fcntl.flock(self.users_fd, fcntl.LOCK_UN)
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # against openers
+                held = 0
                 try:
+                    if self.mutex:
+                        _mutex.acquire(self.mutex)  # against changes
+                        held = self.mutex
                     try:
                         fcntl.flock(self.users_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                         last = True
@@ -1333,11 +1388,13 @@ class _Topic:
                         except OSError:
                             m.clean = 0  # not known to be on disk: the next open decides
                 finally:
+                    if held:
+                        _mutex.unlock(held)
                     fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._abandon()
-            while self.watches:
-                self.watches.pop().close()
+            finally:
+                self._abandon()
+                while self.watches:
+                    self.watches.pop().close()
 
 
 # -- the backend -------------------------------------------------------------------
@@ -1405,6 +1462,7 @@ class SlabBackend(Backend):
             for slab in t.slabs.values():  # the child maps what it reads itself
                 slab.close()
             t.slabs.clear()
+            t.mutex = 0  # nor takes its parent's topic locks (EBADF if it tries)
         self._topics = {}
         if self._owner_fd >= 0:
             try:
@@ -1427,17 +1485,29 @@ class SlabBackend(Backend):
     def _make_owner(self) -> None:
         owner = secrets.randbits(63) | 1
         path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        tmp = os.path.join(self.root, ".owners", f"{owner:016x}.new")
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise _disk_error(path, exc) from exc
-        # Held for the life of the process: the kernel drops it on any death,
-        # kill -9 included, which is how other processes know the owner died.
-        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
-        except OSError:
-            pass  # only a label for the dashboard; the lock is what counts
+            # Held for the life of the process: the kernel drops it on any
+            # death, kill -9 included, which is how other processes know the
+            # owner died. Locked before it gets its name: a '.lock' file
+            # nobody holds is always a dead owner's (others delete it).
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+            except OSError:
+                pass  # only a label for the dashboard; the lock is what counts
+            os.rename(tmp, path)
+        except OSError as exc:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _disk_error(path, exc) from exc
         self._owner_fd, self._owner_id = fd, owner
 
     def _owner_alive(self, owner: int) -> bool:
@@ -1911,7 +1981,16 @@ class SlabBackend(Backend):
                 return True
             finally:
                 os.close(fd)
-            return True  # not locked: gone, not yet seen
+            # Nobody holds it: a dead owner's (an owner's file gets its name
+            # only once locked). Counted and deleted here, whether or not it
+            # held a lease (an idle worker that was killed must not make
+            # every later look a scan), then this topic looks.
+            if self._count_gone():
+                try:
+                    os.unlink(os.path.join(owners, name))
+                except OSError:
+                    pass
+            return True
         return bool(self._gone_count() != m.reclaim_gone)
 
     def _gone_count(self) -> int:
@@ -1940,7 +2019,7 @@ class SlabBackend(Backend):
         if not m.next_due or m.next_due > now:
             return
         next_due = 0.0
-        started = time.perf_counter()
+        started = time.thread_time()  # this thread's work, not time it waited for the CPU
         due: list[tuple[int, int]] = []  # positions: entries would keep every slab mapped
         for e in t.entries(DELAYED):
             if e.status != READY:
@@ -1949,7 +2028,7 @@ class SlabBackend(Backend):
                 due.append((e.slab.seq, e.off))
             else:
                 next_due = e.not_before if not next_due else min(next_due, e.not_before)
-        scan_cost = time.perf_counter() - started
+        scan_cost = time.thread_time() - started
         for e in t.entries_at(DELAYED, due):
             self._move(t, e, MAIN, OP_MOVE)
         if next_due:
@@ -1959,7 +2038,7 @@ class SlabBackend(Backend):
             # what the read cost (nothing for a short log; a retry in a log
             # of 100,000 is moved a second or two late rather than halting
             # every take).
-            next_due = max(next_due, now + PROMOTE_COST_FACTOR * scan_cost)
+            next_due = max(next_due, now + min(PROMOTE_MAX_WAIT, PROMOTE_COST_FACTOR * scan_cost))
         m.next_due = next_due
 
     def _reclaim(self, t: _Topic) -> None:
@@ -2496,8 +2575,11 @@ class SlabBackend(Backend):
         self._topics.clear()
         if self._owner_fd >= 0:
             path = os.path.join(self.root, ".owners", f"{self._owner_id:016x}.lock")
-            # Leases still held are ended by whoever looks next: count this
-            # owner gone before its file goes (see _leases_may_have_ended).
+            # Leases still held are ended by whoever looks next: this owner
+            # stops looking alive, then is counted gone, then its file goes
+            # (a look in between sees the file unlocked, or the count moved:
+            # see _leases_may_have_ended).
+            fcntl.flock(self._owner_fd, fcntl.LOCK_UN)
             if self._count_gone():
                 try:
                     os.unlink(path)

@@ -14,6 +14,7 @@ only after a multiple of what its last read cost."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -245,3 +246,104 @@ def test_the_delayed_log_is_read_again_only_after_a_multiple_of_what_reading_it_
             got += more
         assert sorted(int(t.value) for t in got) == list(range(200))
         assert qs.complete_many(got) == 200
+
+
+# -- from a review of the skip ---------------------------------------------------------
+
+
+def test_a_look_while_an_owner_closes_with_a_lease_never_skips_it_for_good(
+    tmp_path: Path, scans: list[str]
+) -> None:
+    """An owner closing with a lease held is counted gone and its file
+    deleted; a look that lands between the two must not record the new
+    count while the file still looks alive (the lease would then wait for
+    its deadline): the closer lets go of its lock before it is counted."""
+    d = str(tmp_path)
+    with Queues(d, serializer="raw", visibility_timeout=60) as qs:
+        qs.put_many("q", [b"1", b"2"])
+        closer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import sys
+            import queuecore.slab as slab_mod
+            from queuecore import Queues
+            real = slab_mod.SlabBackend._count_gone
+            def count_then_pause(self):
+                ok = real(self)
+                print("counted", flush=True)
+                sys.stdin.readline()  # the moment between the count and the deletion
+                return ok
+            slab_mod.SlabBackend._count_gone = count_then_pause
+            qs = Queues({d!r}, serializer="raw", visibility_timeout=60)
+            print(qs.take("q", timeout=5).id, flush=True)
+            qs.close()  # with the lease held
+            print("closed", flush=True)
+            """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert closer.stdout is not None and closer.stdin is not None
+            assert closer.stdout.readline().strip() == "1"
+            assert closer.stdout.readline().strip() == "counted"
+            _look_now(qs, "q")
+            assert qs.take("q", timeout=0).id == 2  # type: ignore[union-attr]  # a look in that moment
+            closer.stdin.write("\n")
+            closer.stdin.flush()
+            assert closer.stdout.readline().strip() == "closed"
+            assert closer.wait(timeout=10) == 0
+            _look_now(qs, "q")
+            got = qs.take("q", timeout=0)
+            assert got is not None and got.id == 1  # now, not in 60 s
+        finally:
+            if closer.poll() is None:
+                closer.kill()
+            closer.wait(timeout=10)
+            for f in (closer.stdin, closer.stdout):
+                if f is not None:
+                    f.close()
+
+
+def test_an_idle_owner_that_died_is_cleared_and_the_skip_works_again(
+    tmp_path: Path, scans: list[str]
+) -> None:
+    """A worker that exits without close() and holds no lease leaves its
+    owner file unlocked, and no lease names it: the next look counts and
+    deletes it, and the looks after it are skipped again."""
+    d = str(tmp_path)
+    with Queues(d, serializer="raw") as qs:
+        qs.put_many("q", [b"x"] * 300)
+        held = qs.take("q", timeout=0)  # a lease held long at the head
+        assert held is not None
+
+        def looks(n: int) -> int:
+            before = len(scans)
+            for _ in range(n):
+                _look_now(qs, "q")
+                qs.complete_many(qs.take_many("q", 5, timeout=0))
+            return len(scans) - before
+
+        assert looks(10) == 1  # the first: nothing known yet
+        _run = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from queuecore import Queues
+            qs = Queues({d!r}, serializer="raw")
+            qs.take("q", timeout=0).complete()  # and exits without close()
+            """)], timeout=30)
+        assert _run.returncode == 0
+        owners = os.path.join(d, ".owners")
+        assert len([n for n in os.listdir(owners) if n.endswith(".lock")]) == 2
+        assert looks(10) == 1  # one look, which clears the dead owner's file
+        assert len([n for n in os.listdir(owners) if n.endswith(".lock")]) == 1
+        assert looks(10) == 0
+        assert held.complete()
+
+
+def test_an_owner_file_gets_its_name_only_once_locked(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    with Queues(d, serializer="raw") as qs:
+        qs.put("q", b"x")
+        assert qs.take("q", timeout=0) is not None
+        names = os.listdir(os.path.join(d, ".owners"))
+        assert [n for n in names if n.endswith(".new")] == []
+        (name,) = [n for n in names if n.endswith(".lock")]
+        fd = os.open(os.path.join(d, ".owners", name), os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
