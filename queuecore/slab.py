@@ -551,7 +551,7 @@ def _write_skip(slab: _Slab, off: int, upto: int) -> None:
 
 
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # every change: no lookups
-_mutex_lock, _mutex_unlock = _mutex.lock if _mutex.AVAILABLE else None, _mutex.unlock if _mutex.AVAILABLE else None
+_mutex_lock, _mutex_unlock = _mutex.trylock if _mutex.AVAILABLE else None, _mutex.unlock if _mutex.AVAILABLE else None
 
 
 class _Locked:
@@ -576,10 +576,12 @@ class _Locked:
             if mx:
                 rc = _mutex_lock(mx)  # type: ignore[misc]
                 if rc:
-                    _mutex.locked_with(mx, rc)  # its holder died (or an error to raise)
+                    _mutex.locked_with(mx, rc)  # held by another, or its holder died
             else:
                 _flock(t.lock_fd, _LOCK_EX)
         except BaseException:
+            if t.mutex:
+                _mutex.release_if_mine(t.mutex)  # taken as a signal's exception came
             t.tlock.release()
             raise
         self.depth = 1
@@ -599,7 +601,7 @@ class _Locked:
             mx = t.mutex
             if mx:
                 _mutex_unlock(mx)  # type: ignore[misc]
-            else:
+            elif t.lock_fd >= 0:  # not closed meanwhile (by a signal handler of this thread)
                 _flock(t.lock_fd, _LOCK_UN)
         t.tlock.release()
 
@@ -1368,7 +1370,11 @@ class _Topic:
                 fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # against openers
                 held = 0
                 try:
-                    if self.mutex:
+                    if self.mutex and self._locked.depth:
+                        # Closed from inside a change of this same thread (a
+                        # signal handler): the mutex is ours already.
+                        held = self.mutex
+                    elif self.mutex:
                         _mutex.acquire(self.mutex)  # against changes
                         held = self.mutex
                     try:
@@ -1390,6 +1396,8 @@ class _Topic:
                 finally:
                     if held:
                         _mutex.unlock(held)
+                    elif self.mutex:
+                        _mutex.release_if_mine(self.mutex)  # taken as a signal's exception came
                     fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
             finally:
                 self._abandon()

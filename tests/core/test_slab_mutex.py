@@ -168,3 +168,70 @@ def test_dq_locking_flock_is_followed_by_every_later_process(tmp_path: Path) -> 
     with Queues(d, serializer="raw") as qs:
         qs.put("q", b"z")
     assert _kind(d, "q") == _mutex.KIND
+
+
+def test_ctrl_c_while_waiting_for_the_lock_interrupts_and_leaves_it_free(tmp_path: Path) -> None:
+    """A put waits behind another process holding the lock for 3 s; Ctrl-C
+    after 0.3 s interrupts it at once (the wait is in slices, so Python runs
+    the handler), and whether the interrupt came before or just after the
+    mutex was taken, nothing is left held: another process puts, and this
+    one closes."""
+    d = str(tmp_path)
+    out = _run(f"""
+        import os, signal, subprocess, sys, textwrap, threading, time
+        from queuecore import Queues
+        d = {d!r}
+        qs = Queues(d, serializer="raw")
+        qs.put("q", b"a")
+        holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent('''
+            import sys, time
+            from queuecore import Queues
+            qs = Queues(sys.argv[1], serializer="raw")
+            t = qs._backend._get("q")
+            with t.locked():
+                print("held", flush=True)
+                time.sleep(3)
+            ''').strip(), d], stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            qs.put("q", b"b")
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted after %.1f s" % (time.monotonic() - started))
+        holder.wait()
+        other = subprocess.run([sys.executable, "-c",
+            "import sys; from queuecore import Queues; q = Queues(sys.argv[1], serializer='raw'); "
+            "q.put('q', b'c'); q.close()", d], timeout=10)
+        print("other", other.returncode)
+        qs.close()
+        print("closed", Queues(d, serializer="raw").stats()["q"]["ready"])
+        """)
+    lines = out.splitlines()
+    assert lines[0].startswith("interrupted after "), lines
+    assert float(lines[0].split()[2]) < 2.5  # not only once the holder let go, after 3 s
+    assert lines[1:] == ["other 0", "closed 2"]
+
+
+def test_close_from_a_signal_handler_inside_a_change_of_the_same_thread(tmp_path: Path) -> None:
+    d = str(tmp_path)
+    out = _run(f"""
+        import os, signal
+        from queuecore import Queues
+        qs = Queues({d!r}, serializer="raw")
+        qs.put("q", b"a")
+        t = qs._backend._topics["q"]
+        signal.signal(signal.SIGUSR1, lambda *a: qs.close())
+        try:
+            with t.locked():
+                os.kill(os.getpid(), signal.SIGUSR1)  # the handler closes, with the lock held here
+                print("handler returned", flush=True)
+        except (OSError, ValueError):
+            pass
+        other = Queues({d!r}, serializer="raw")
+        other.put("q", b"b")  # the lock was let go
+        print(other.stats()["q"]["ready"])
+        """, timeout=20)
+    assert out.splitlines()[0] == "handler returned"
+    assert out.splitlines()[-1] == "2"
