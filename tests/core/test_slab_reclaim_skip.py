@@ -82,6 +82,16 @@ def _look_now(qs: Queues, topic: str) -> None:
     qs._backend._topics[topic].meta.last_reclaim = 0.0  # type: ignore[attr-defined]
 
 
+def _two_leases_known(qs: Queues) -> None:
+    """Three messages; this process holds 1 and 2, and a look (the first:
+    nothing known yet) has noted the earliest deadline; 3 is left."""
+    qs.put_many("q", [b"1", b"2", b"3"])
+    assert qs.take("q", timeout=0) is not None
+    _look_now(qs, "q")
+    second = qs.take("q", timeout=0)
+    assert second is not None and second.id == 2
+
+
 def test_no_scan_while_no_lease_can_have_ended_then_a_killed_owner_is_found(
     tmp_path: Path, scans: list[str]
 ) -> None:
@@ -154,11 +164,7 @@ def test_an_owner_seen_dead_in_another_topic_is_still_found_in_this_one(
 def test_an_owner_that_closes_with_leases_held_is_noticed(tmp_path: Path, scans: list[str]) -> None:
     d = str(tmp_path)
     with Queues(d, serializer="raw") as qs:
-        qs.put_many("q", [b"1", b"2", b"3"])
-        mine = qs.take("q", timeout=0)
-        assert mine is not None
-        _look_now(qs, "q")
-        assert qs.take("q", timeout=0).id == 2  # type: ignore[union-attr]  # first look: nothing known
+        _two_leases_known(qs)
         proc = _holder(d, ["q"], then="close")  # takes 3 and closes with it
         try:
             assert proc.stdout is not None
@@ -177,11 +183,7 @@ def test_a_short_lease_of_another_process_ends_on_time(tmp_path: Path, scans: li
     passed is not skipped."""
     d = str(tmp_path)
     with Queues(d, serializer="raw") as qs:
-        qs.put_many("q", [b"1", b"2", b"3"])
-        mine = qs.take("q", timeout=0)
-        assert mine is not None
-        _look_now(qs, "q")
-        assert qs.take("q", timeout=0).id == 2  # type: ignore[union-attr]  # lease deadlines known
+        _two_leases_known(qs)
         proc = _holder(d, ["q"], visibility_timeout=0.3)  # takes 3 for 0.3 s, stays alive
         try:
             assert proc.stdout is not None and proc.stdout.readline().split() == ["3"]
