@@ -20,7 +20,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import sys
 import threading
 import time
@@ -38,6 +37,13 @@ _WAIT_SLICE = 0.05
 
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _glibc() -> bool:
+    try:  # a confstr, not platform.libc_ver(), which reads the interpreter's binary
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
+    except (ValueError, OSError):
+        return False
 
 
 AVAILABLE = False
@@ -60,7 +66,7 @@ try:
         sys.platform.startswith("linux")
         # glibc's layout: the lock word holds the owner's thread id (see
         # release_if_mine); elsewhere, flock.
-        and platform.libc_ver()[0] == "glibc"
+        and _glibc()
         and _libc.pthread_mutexattr_init(_attr) == 0
         and _libc.pthread_mutexattr_setpshared(_attr, _PTHREAD_PROCESS_SHARED) == 0
         and _libc.pthread_mutexattr_setrobust(_attr, _PTHREAD_MUTEX_ROBUST) == 0

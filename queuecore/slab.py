@@ -295,6 +295,10 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+def _slab_name(log: int, seq: int) -> str:
+    return f"{LOG_PREFIX[log]}{seq:012d}.slab"
+
+
 def _disk_error(path: str, exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(path, exc.strerror or "")
@@ -331,7 +335,7 @@ class _Slab:
                 raise CorruptSlab(path, 0, f"file of {size} bytes is shorter than a slab header")
             self.size = size
             # The map keeps a descriptor of its own: one per mapped slab, not
-            # two. An fsync opens the file again (sync_fd).
+            # two. An fsync opens the file again by name.
             self.mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
@@ -390,8 +394,7 @@ class _Slab:
 
     @classmethod
     def create(cls, directory: str, log: int, seq: int, size: int, durable: bool) -> _Slab:
-        name = f"{LOG_PREFIX[log]}{seq:012d}.slab"
-        path = os.path.join(directory, name)
+        path = os.path.join(directory, _slab_name(log, seq))
         tmp = path + ".tmp"
         try:
             # Built under a temporary name and renamed, so a crash never
@@ -550,6 +553,7 @@ def _write_skip(slab: _Slab, off: int, upto: int) -> None:
 # -- one topic in one process ----------------------------------------------------
 
 
+_OWNER_ALIVE, _OWNER_DEAD, _OWNER_MISSING, _OWNER_UNKNOWN = range(4)  # _probe_owner
 _flock, _LOCK_EX, _LOCK_UN = fcntl.flock, fcntl.LOCK_EX, fcntl.LOCK_UN  # every change: no lookups
 _mutex_lock, _mutex_unlock = _mutex.trylock if _mutex.AVAILABLE else None, _mutex.unlock if _mutex.AVAILABLE else None
 
@@ -775,7 +779,7 @@ class _Topic:
     def _abandon(self) -> None:
         """Close every file of the topic (a failed open, or a close), so no
         flock is left held."""
-        self.mutex = 0  # it lives in the meta map, about to go: a late user gets EBADF
+        self.mutex = 0  # it lives in the meta map, about to go: a late user's flock(-1) raises
         for s in self.slabs.values():
             s.close()
         self.slabs.clear()
@@ -987,9 +991,8 @@ class _Topic:
         s = self.slabs.get((log, seq))
         if s is not None:
             return s
-        path = os.path.join(self.path, f"{LOG_PREFIX[log]}{seq:012d}.slab")
-        if len(self.slabs) >= MAPPED_SLABS:
-            self._unmap_idle()
+        path = os.path.join(self.path, _slab_name(log, seq))
+        self._unmap_idle()
         try:
             s = _Slab(path, log, seq)
         except FileNotFoundError:
@@ -1005,6 +1008,8 @@ class _Topic:
         entry, a scan or the change in progress (an object still referred to
         stays, so no slab is ever mapped twice: the undo record and the
         deletion of emptied slabs know a slab by its object)."""
+        if len(self.slabs) < MAPPED_SLABS:
+            return
         keep: set[tuple[int, int]] = set()
         for log, lm in enumerate(self.lms):
             keep.update(((log, int(lm.head_seq)), (log, int(lm.cursor_seq)), (log, int(lm.tail_seq))))
@@ -1064,13 +1069,18 @@ class _Topic:
             if ends is not None:
                 ends[(log, seq)] = min(off, end)
 
+    def entry_at(self, log: int, seq: int, off: int) -> _Entry | None:
+        """The entry at a position a scan under the same lock found sound,
+        read again (None if its slab is gone)."""
+        slab = self.slab(log, seq)
+        return None if slab is None else _Entry(slab, off)
+
     def entries_at(self, log: int, positions: list[tuple[int, int]]) -> Iterator[_Entry]:
-        """The entries at (seq, offset) positions a scan under the same lock
-        found sound, read again one at a time."""
+        """``entry_at`` for each position, one at a time."""
         for seq, off in positions:
-            slab = self.slab(log, seq)
-            if slab is not None:
-                yield _Entry(slab, off)
+            e = self.entry_at(log, seq, off)
+            if e is not None:
+                yield e
 
     def append(self, log: int, mid: int, payload: bytes, extra: bytes, enqueued_at: float,
                not_before: float = 0.0, attempts: int = 0, status: int = READY) -> tuple[int, int]:
@@ -1126,8 +1136,7 @@ class _Topic:
         # topic with one failed message does not reserve another 64 MiB.
         base = b.slab_size if log == MAIN else min(b.slab_size, SIDE_SLAB_SIZE)
         slab = _Slab.create(self.path, log, seq, max(base, SLAB_HEADER_SIZE + size), b.durable)
-        if len(self.slabs) >= MAPPED_SLABS:
-            self._unmap_idle()
+        self._unmap_idle()
         self.slabs[(log, seq)] = slab
         self.created.append(slab)
         if old is not None:
@@ -1470,7 +1479,7 @@ class SlabBackend(Backend):
             for slab in t.slabs.values():  # the child maps what it reads itself
                 slab.close()
             t.slabs.clear()
-            t.mutex = 0  # nor takes its parent's topic locks (EBADF if it tries)
+            t.mutex = 0  # nor takes its parent's topic locks (flock(-1) raises if it tries)
         self._topics = {}
         if self._owner_fd >= 0:
             try:
@@ -1492,7 +1501,7 @@ class SlabBackend(Backend):
 
     def _make_owner(self) -> None:
         owner = secrets.randbits(63) | 1
-        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        path = self._owner_path(owner)
         tmp = os.path.join(self.root, ".owners", f"{owner:016x}.new")
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -1518,38 +1527,51 @@ class SlabBackend(Backend):
             raise _disk_error(path, exc) from exc
         self._owner_fd, self._owner_id = fd, owner
 
+    def _owner_path(self, owner: int) -> str:
+        return os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+
+    def _probe_owner(self, path: str) -> int:
+        """The state of an owner file: held (alive); not held (dead: an
+        owner's file gets its name only once locked), which is counted gone
+        and then deleted here (see _leases_may_have_ended); missing (deleted
+        by whoever saw it dead, counted); or unknown (cannot open or lock it:
+        EMFILE, EACCES)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return _OWNER_MISSING
+        except OSError:
+            return _OWNER_UNKNOWN
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _OWNER_ALIVE
+        except OSError:
+            return _OWNER_UNKNOWN
+        finally:
+            os.close(fd)
+        if self._count_gone():  # before the file goes, else it must stay for others to see
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return _OWNER_DEAD
+
     def _owner_alive(self, owner: int) -> bool:
         if owner == self._owner_id:
             return True
         known = self._dead_owners.get(owner)
         if known is not None:
             return known
-        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            alive = False
-        except OSError:
-            return True  # cannot tell (EMFILE, EACCES): never take a live lease away
-        else:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                alive = True
-            else:
-                alive = False
-                if self._count_gone():  # before the file goes: see _leases_may_have_ended
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
-            finally:
-                os.close(fd)
+        state = self._probe_owner(self._owner_path(owner))
+        if state == _OWNER_UNKNOWN:
+            return True  # never take a live lease away
+        alive = state == _OWNER_ALIVE
         self._dead_owners[owner] = alive
         return alive
 
     def _owner_name(self, owner: int) -> str:
-        path = os.path.join(self.root, ".owners", f"{owner:016x}.lock")
+        path = self._owner_path(owner)
         try:
             with open(path, "rb") as fh:
                 info = json.loads(fh.read(512).split(b"\x00")[0] or b"{}")
@@ -1648,11 +1670,10 @@ class SlabBackend(Backend):
                             mark = int(using[log])
                         using[log], low[log] = mark, 0
                         start = min(start, mark)
-                    prefix = LOG_PREFIX[log]
                     if start >= tail:  # the common case: the tail slab alone
-                        names.append(f"{prefix}{tail:012d}.slab")
+                        names.append(_slab_name(log, tail))
                     else:
-                        names.extend(f"{prefix}{seq:012d}.slab" for seq in t.seqs(log) if seq >= start)
+                        names.extend(_slab_name(log, seq) for seq in t.seqs(log) if seq >= start)
                 # A slab deleted since the last sync (its entries all
                 # finished): the deletion is durable once the folder is.
                 gen = int(m.slab_gen)
@@ -1975,30 +1996,11 @@ class SlabBackend(Backend):
                 continue
             if owner == self._owner_id:
                 continue
-            try:
-                fd = os.open(os.path.join(owners, name), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # deleted by whoever saw it gone: counted
-            except OSError:
+            # A dead owner's file is counted and deleted by the probe, whether
+            # or not it held a lease (an idle worker that was killed must not
+            # make every later look a scan); then this topic looks.
+            if self._probe_owner(os.path.join(owners, name)) not in (_OWNER_ALIVE, _OWNER_MISSING):
                 return True
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # alive
-            except OSError:
-                return True
-            finally:
-                os.close(fd)
-            # Nobody holds it: a dead owner's (an owner's file gets its name
-            # only once locked). Counted and deleted here, whether or not it
-            # held a lease (an idle worker that was killed must not make
-            # every later look a scan), then this topic looks.
-            if self._count_gone():
-                try:
-                    os.unlink(os.path.join(owners, name))
-                except OSError:
-                    pass
-            return True
         return bool(self._gone_count() != m.reclaim_gone)
 
     def _gone_count(self) -> int:
@@ -2316,9 +2318,9 @@ class SlabBackend(Backend):
         if limit is not None:
             del found[limit:]
         for _, log, seq, off, state in found:
-            slab = t.slab(log, seq)
-            if slab is not None:
-                yield _Entry(slab, off), state
+            again = t.entry_at(log, seq, off)
+            if again is not None:
+                yield again, state
 
     def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
         t = self._topic(topic, create=False)
@@ -2582,7 +2584,7 @@ class SlabBackend(Backend):
                 t.close()
         self._topics.clear()
         if self._owner_fd >= 0:
-            path = os.path.join(self.root, ".owners", f"{self._owner_id:016x}.lock")
+            path = self._owner_path(self._owner_id)
             # Leases still held are ended by whoever looks next: this owner
             # stops looking alive, then is counted gone, then its file goes
             # (a look in between sees the file unlocked, or the count moved:
