@@ -20,10 +20,10 @@ from queuecore import Queues
 from queuecore.memory import MemoryBackend
 
 QUEUECORE = Path(__file__).resolve().parents[2] / "queuecore"
-HAS_SLAB = (QUEUECORE / "slab.py").exists()
+HAS_SLAB = (QUEUECORE / "slab" / "__init__.py").exists()
 HAS_REDIS_BACKEND = (QUEUECORE / "redis_backend.py").exists()
 REDIS_URL = "redis://127.0.0.1:6379/15"
-NO_SLAB = "queuecore/slab.py does not exist yet (the slab backend is being written)"
+NO_SLAB = "queuecore/slab/ does not exist yet (the slab backend is being written)"
 
 # Small slabs keep preallocation cheap and make the tests cross slab
 # boundaries; no fsync per put keeps them fast. Tests override either.

@@ -15,7 +15,7 @@ from django.test import override_settings
 from queuecore import Queues
 from queuecore.memory import MemoryBackend
 
-HAS_SLAB = (Path(__file__).resolve().parents[2] / "queuecore" / "slab.py").exists()
+HAS_SLAB = (Path(__file__).resolve().parents[2] / "queuecore" / "slab" / "__init__.py").exists()
 
 
 def fill(qs: Queues) -> dict[str, Any]:
