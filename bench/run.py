@@ -575,7 +575,7 @@ def w_backlog(root: str, p: Profile) -> dict[str, Any]:
 
 
 def _child_stats_probe(path: str, out: Any) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "dqadmin.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "dqsite.settings"
     os.environ["DQ_LOCATION"] = path
     import django
 

@@ -13,6 +13,7 @@ Everything lives in one ``DQ`` dict in the project's settings::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from django.conf import settings
@@ -45,7 +46,8 @@ class Settings:
 
     @property
     def LOCATION(self) -> str:
-        return str(self._get("LOCATION"))
+        value = self._get("LOCATION")
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
     @property
     def OPTIONS(self) -> dict[str, Any]:

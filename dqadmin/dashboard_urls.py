@@ -1,32 +1,18 @@
-"""The dashboard's URLs. Include them under any prefix in another project::
+"""The dashboard's URLs under their former module name.
 
-    path("queues/", include("dqadmin.dashboard_urls"))
-
-Every link in the templates is built with ``{% url %}``, so the prefix is
-never written anywhere else.
+``include("dqadmin.dashboard_urls")`` keeps working for this release; use
+``include("dqadmin.urls")``, the same patterns and namespace.
 """
 
-from django.urls import path
+import warnings
 
-from dqadmin import views
+from dqadmin.urls import app_name, urlpatterns
 
-app_name = "dqadmin"
+__all__ = ["app_name", "urlpatterns"]
 
-urlpatterns = [
-    path("", views.overview, name="overview"),
-    path("topics/<str:topic>/", views.topic, name="topic"),
-    path("topics/<str:topic>/requeue/", views.requeue, name="requeue"),
-    path("topics/<str:topic>/delete/", views.delete, name="delete"),
-    path("topics/<str:topic>/requeue-failed/", views.requeue_failed, name="requeue_failed"),
-    path("topics/<str:topic>/purge/", views.purge, name="purge"),
-    path("topics/<str:topic>/messages/<str:message_id>/", views.message, name="message"),
-    path("topics/<str:topic>/messages/<str:message_id>/raw/", views.message_raw, name="message_raw"),
-    path("failed/", views.failed, name="failed"),
-    path("failed/requeue/", views.failed_requeue, name="failed_requeue"),
-    path("demo/", views.demo, name="demo"),
-    path("demo/start/", views.demo_start, name="demo_start"),
-    path("demo/jobs/<str:job_id>/", views.demo_job, name="demo_job"),
-    path("demo/jobs/<str:job_id>/cancel/", views.demo_cancel, name="demo_cancel"),
-    path("api/stats", views.api_stats, name="api_stats"),
-    path("metrics", views.metrics_view, name="metrics"),
-]
+warnings.warn(
+    "dqadmin.dashboard_urls is renamed dqadmin.urls; include('dqadmin.urls') instead "
+    "(the old name goes away in the next release)",
+    DeprecationWarning,
+    stacklevel=2,
+)

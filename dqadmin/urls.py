@@ -1,10 +1,33 @@
-"""URLs of the bundled project: the dashboard at /, Django's admin (for users
-and the login page) under /admin/."""
+"""The dashboard's URLs (namespace ``dqadmin``). Include them under any
+prefix in your project's root URLs::
 
-from django.contrib import admin
-from django.urls import include, path
+    path("ops/queues/", include("dqadmin.urls"))
+
+Every link in the templates is built with ``{% url %}``, so the prefix is
+never written anywhere else.
+"""
+
+from django.urls import path
+
+from dqadmin import views
+
+app_name = "dqadmin"
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
-    path("", include("dqadmin.dashboard_urls")),
+    path("", views.overview, name="overview"),
+    path("topics/<str:topic>/", views.topic, name="topic"),
+    path("topics/<str:topic>/requeue/", views.requeue, name="requeue"),
+    path("topics/<str:topic>/delete/", views.delete, name="delete"),
+    path("topics/<str:topic>/requeue-failed/", views.requeue_failed, name="requeue_failed"),
+    path("topics/<str:topic>/purge/", views.purge, name="purge"),
+    path("topics/<str:topic>/messages/<str:message_id>/", views.message, name="message"),
+    path("topics/<str:topic>/messages/<str:message_id>/raw/", views.message_raw, name="message_raw"),
+    path("failed/", views.failed, name="failed"),
+    path("failed/requeue/", views.failed_requeue, name="failed_requeue"),
+    path("demo/", views.demo, name="demo"),
+    path("demo/start/", views.demo_start, name="demo_start"),
+    path("demo/jobs/<str:job_id>/", views.demo_job, name="demo_job"),
+    path("demo/jobs/<str:job_id>/cancel/", views.demo_cancel, name="demo_cancel"),
+    path("api/stats", views.api_stats, name="api_stats"),
+    path("metrics", views.metrics_view, name="metrics"),
 ]

@@ -3,7 +3,7 @@ database and queue directory."""
 
 import tempfile
 
-from dqadmin.settings import *  # noqa: F403
+from dqsite.settings import *  # noqa: F403
 
 _TMP = tempfile.mkdtemp(prefix="dq-tests-")
 DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": f"{_TMP}/db.sqlite3"}}

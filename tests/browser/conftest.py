@@ -68,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     var = tmp_path_factory.mktemp("dq-browser")
     env = {
         **os.environ,
-        "DJANGO_SETTINGS_MODULE": "dqadmin.settings",
+        "DJANGO_SETTINGS_MODULE": "dqsite.settings",
         "DQ_VAR_DIR": str(var),
         "DQ_LOCATION": str(var / "queues"),
         "DQ_DEBUG": "1",  # runserver serves the static files

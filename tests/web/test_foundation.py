@@ -9,9 +9,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 from django.urls import reverse
 
-from dqadmin.checks import raise_on_errors
+from dqadmin.checks import DEVELOPMENT_SECRET_KEY, raise_on_errors
 from dqadmin.conf import conf
-from dqadmin.settings import DEVELOPMENT_SECRET_KEY, _database
+from dqsite.settings import _database
 
 
 def check_ids() -> set[str]:

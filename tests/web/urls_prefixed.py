@@ -5,5 +5,5 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("ops/queues/", include("dqadmin.dashboard_urls")),
+    path("ops/queues/", include("dqadmin.urls")),
 ]

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dqadmin.management.commands._topics import command_errors
 from dqadmin.queues import get_queues
-from queuecore import QueueError
-from queuecore.backend import public_location
-
-
-def _describe(item: object) -> str:
-    if isinstance(item, str):
-        return item
-    return json.dumps(item, sort_keys=True, default=str)
+from queuecore import ops
 
 
 class Command(BaseCommand):
@@ -25,26 +18,11 @@ class Command(BaseCommand):
         parser.add_argument("--fix", action="store_true", help="Repair what can be repaired.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        queues = get_queues()
-        where = public_location(queues.location)
-        try:
-            result = queues.check(fix=options["fix"])
-            if options["fix"] and (result.get("fixed") or not result.get("ok", True)):
-                # What is left after the repair, from a fresh look.
-                remaining = queues.check(fix=False)
-            else:
-                remaining = result
-        except QueueError as exc:
-            raise CommandError(f"Could not check {where}: {exc}") from exc
-        for item in result.get("fixed") or []:
-            self.stdout.write(f"fixed: {_describe(item)}")
-        problems = list(remaining.get("problems") or [])
-        for item in problems:
-            self.stdout.write(f"problem: {_describe(item)}")
-        extra = {k: v for k, v in result.items() if k not in ("ok", "problems", "fixed")}
-        if extra and options["verbosity"] >= 2:
-            self.stdout.write(_describe(extra))
-        if problems or not remaining.get("ok", True):
-            hint = "" if options["fix"] else " Run with --fix to repair what can be repaired."
-            raise CommandError(f"{len(problems)} problem(s) in {where}.{hint}")
-        self.stdout.write(self.style.SUCCESS(f"{where}: OK."))
+        with command_errors():
+            report = ops.check(get_queues(), fix=options["fix"], verbose=options["verbosity"] >= 2)
+        *details, summary = report.lines
+        for line in details:
+            self.stdout.write(line)
+        if not report.ok:
+            raise CommandError(summary, returncode=ops.EXIT_FAILED)
+        self.stdout.write(self.style.SUCCESS(summary))

@@ -1,4 +1,4 @@
-"""Settings of the bundled dq dashboard project.
+"""Settings of the bundled site (``dqsite``): the dq dashboard as a project.
 
 Every setting an operator changes in production can be given by an
 environment variable, so the same code runs in development and production:
@@ -24,12 +24,10 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from dqadmin.checks import DEVELOPMENT_SECRET_KEY
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("DQ_VAR_DIR", BASE_DIR / "var"))
-
-# The key used when none is given. Fine on a laptop; the system check
-# dqadmin.E001 refuses it when DEBUG is off.
-DEVELOPMENT_SECRET_KEY = "dq-development-key-never-use-in-production"
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -39,11 +37,18 @@ def _env_bool(name: str, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _sqlite_in_var() -> str:
+    # SQLite creates its file but not the folder it lives in: made here so
+    # that `manage.py migrate` works on a fresh clone.
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    return str(VAR_DIR / "db.sqlite3")
+
+
 def _database(url: str | None, path: str | None) -> dict[str, object]:
     if not url:
         return {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": path or str(VAR_DIR / "db.sqlite3"),
+            "NAME": path or _sqlite_in_var(),
         }
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
@@ -89,11 +94,14 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
-ROOT_URLCONF = "dqadmin.urls"
+ROOT_URLCONF = "dqsite.urls"
 
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # The checkout's templates/ and static/ are the app's own: the wheel
+        # carries them inside the dqadmin package, where APP_DIRS and the
+        # staticfiles finders look; from a checkout they are found here.
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
@@ -106,7 +114,7 @@ TEMPLATES = [
     },
 ]
 
-WSGI_APPLICATION = "dqadmin.wsgi.application"
+WSGI_APPLICATION = "dqsite.wsgi.application"
 
 DATABASES = {"default": _database(os.environ.get("DQ_DATABASE_URL"), os.environ.get("DQ_DATABASE_PATH"))}
 

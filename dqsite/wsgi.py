@@ -5,7 +5,7 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dqadmin.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dqsite.settings")
 
 application = get_wsgi_application()
 

@@ -4,7 +4,7 @@ import os
 
 from django.core.asgi import get_asgi_application
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dqadmin.settings")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dqsite.settings")
 
 application = get_asgi_application()
 
