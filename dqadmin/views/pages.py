@@ -1,0 +1,199 @@
+"""The pages that show the queues: overview, topic, message. GET only;
+nothing here changes a message."""
+
+from __future__ import annotations
+
+import json
+import pprint
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from dqadmin.history import chart, history_for
+from dqadmin.jobs import jobs
+from dqadmin.queues import get_queues
+from dqadmin.stats import build_stats
+from dqadmin.views.base import (
+    INTERVALS,
+    MAX_HEX_BYTES,
+    MAX_PAGE_SIZE,
+    PAGE_SIZE,
+    PREVIEW_BYTES,
+    PREVIEW_CHARS,
+    BadParameter,
+    HtmxHttpRequest,
+    NotFound,
+    can_act,
+    dashboard_view,
+    existing_topic,
+    int_param,
+    parse_message_id,
+    poll_interval,
+    poll_trigger,
+)
+from queuecore import Message
+from queuecore.defaults import STATES
+
+
+@dashboard_view()
+@require_GET
+def overview(request: HtmxHttpRequest) -> HttpResponse:
+    """Every topic with its counters and rates, consumers, storage; live."""
+    every = poll_interval(request)
+    queues = get_queues()
+    stats = build_stats(queues)
+    context = {
+        "stats": stats,
+        "topics": stats["topics"],
+        "chart": chart(history_for(queues.location).series(None, stats["generated_at"])),
+        "every": every,
+        "intervals": INTERVALS,
+        "trigger": poll_trigger(every),
+        "warnings": [name for name, row in stats["topics"].items() if row["backlog_without_consumer"]],
+        "running_jobs": [j for j in jobs.all() if j.running],
+        "can_act": can_act(request),
+    }
+    if request.htmx:
+        return render(request, "dqadmin/_overview.html", context)
+    return render(request, "dqadmin/overview.html", context)
+
+
+# -- topic --------------------------------------------------------------------
+
+
+def _browse_params(request: HttpRequest) -> tuple[str | None, int | None, int]:
+    state = request.GET.get("state") or "all"
+    if state != "all" and state not in STATES:
+        raise BadParameter(f"state must be all or one of {', '.join(STATES)}, not {state!r}")
+    after = int_param(request.GET.get("after"), "after", 0)
+    limit = int_param(request.GET.get("limit"), "limit", 1, MAX_PAGE_SIZE) or PAGE_SIZE
+    return (None if state == "all" else state), after, limit
+
+
+@dashboard_view()
+@require_GET
+def topic(request: HtmxHttpRequest, topic: str) -> HttpResponse:
+    """One topic: counters, chart and the message browser (state, after and
+    limit in the URL, keyset paging by id)."""
+    queues = get_queues()
+    existing_topic(queues, topic)
+    every = poll_interval(request)
+    state, after, limit = _browse_params(request)
+    stats = build_stats(queues)
+    row = stats["topics"].get(topic)
+    if row is None:  # purged and gone between the two reads
+        raise NotFound(f"no topic {topic!r}")
+    found = queues.messages(topic, state=state, after=after, limit=limit + 1)
+    page, more = found[:limit], len(found) > limit
+    base = reverse("dqadmin:topic", args=[topic])
+    query = {"state": state or "all", "limit": limit, "every": every}
+
+    def link(**changes: Any) -> str:
+        params = {**query, **changes}
+        return f"{base}?{urlencode({k: v for k, v in params.items() if v is not None})}"
+
+    context = {
+        "topic": topic,
+        "row": row,
+        "stats": stats,
+        "chart": chart(history_for(queues.location).series(topic, stats["generated_at"])),
+        "rows": page,
+        "state": state or "all",
+        "states": ["all", *STATES],
+        "after": after,
+        "limit": limit,
+        "next_url": link(after=page[-1].id) if more and page else None,
+        "first_url": link(after=None) if after else None,
+        "self_url": link(after=after),
+        "state_urls": {s: link(state=s, after=None) for s in ["all", *STATES]},
+        "every": every,
+        "intervals": INTERVALS,
+        "trigger": poll_trigger(every),
+        "table_trigger": poll_trigger(every, "!document.querySelector('#messages input.pick:checked')"),
+        "can_act": can_act(request),
+        "now": stats["generated_at"],
+    }
+    if request.htmx:
+        if request.htmx.target == "messages":
+            return render(request, "dqadmin/_messages.html", context)
+        return render(request, "dqadmin/_topic_live.html", context)
+    return render(request, "dqadmin/topic.html", context)
+
+
+# -- message ------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes: {bytes(value[:64]).hex()}{'…' if len(value) > 64 else ''}>"
+    return repr(value)
+
+
+def pretty_value(value: Any) -> str:
+    """The decoded payload as indented JSON (or Python's repr when a key is
+    not a string or number)."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError):
+        return pprint.pformat(value, width=100)
+
+
+def hexdump(data: bytes) -> Iterator[tuple[str, str, str]]:
+    """``(offset, hex, text)`` lines of 16 bytes, like ``hexdump -C``."""
+    for start in range(0, len(data), 16):
+        chunk = data[start : start + 16]
+        hexes = " ".join(f"{b:02x}" for b in chunk)
+        if len(chunk) > 8:
+            hexes = hexes[:23] + " " + hexes[23:]
+        text = "".join(chr(b) if 32 <= b < 127 else "." for b in chunk)
+        yield f"{start:08x}", hexes, text
+
+
+@dashboard_view()
+@require_GET
+def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpResponse:
+    """One message: pretty value, hex, state, lease and errors; ``?full=1``
+    shows a large payload whole."""
+    queues = get_queues()
+    existing_topic(queues, topic)
+    mid = parse_message_id(message_id)
+    full = request.GET.get("full") == "1"
+    msg: Message = queues.peek(topic, mid)
+    pretty = pretty_value(msg.value) if msg.decode_error is None else ""
+    value_cut = not full and len(pretty) > PREVIEW_CHARS
+    hex_limit = MAX_HEX_BYTES if full else PREVIEW_BYTES
+    context = {
+        "topic": topic,
+        "msg": msg,
+        "pretty": pretty[:PREVIEW_CHARS] if value_cut else pretty,
+        "value_cut": value_cut,
+        "pretty_chars": len(pretty),
+        "hex": list(hexdump(msg.raw[:hex_limit])),
+        "hex_cut": len(msg.raw) > hex_limit,
+        "hex_shown": min(len(msg.raw), hex_limit),
+        "full": full,
+        "errors": list(reversed(msg.errors)),
+        "can_act": can_act(request),
+        "now": time.time(),
+        "full_url": f"{reverse('dqadmin:message', args=[topic, mid])}?full=1",
+    }
+    return render(request, "dqadmin/message.html", context)
+
+
+@dashboard_view()
+@require_GET
+def message_raw(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpResponse:
+    """The stored bytes of one message, as a download."""
+    queues = get_queues()
+    existing_topic(queues, topic)
+    msg = queues.peek(topic, parse_message_id(message_id))
+    response = HttpResponse(msg.raw, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="{topic}-{msg.id}.bin"'
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
