@@ -95,7 +95,7 @@ def test_a_mixed_workload_with_one_mapped_slab_keeps_every_message(
     soon as another is needed: retries, failures, delayed messages,
     reclaims and deletions of emptied slabs must all still find theirs
     (an entry, a scan or the change in progress keeps its slab mapped)."""
-    monkeypatch.setattr(slab_mod, "MAPPED_SLABS", 1)
+    monkeypatch.setattr(slab_mod.log, "MAPPED_SLABS", 1)
     d = str(tmp_path)
     with Queues(d, slab_size=4096, serializer="raw", fsync_put=False) as qs:
         for i in range(120):

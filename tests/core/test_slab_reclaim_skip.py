@@ -231,7 +231,7 @@ def test_the_delayed_log_is_read_again_only_after_a_multiple_of_what_reading_it_
         tasks = qs.take_many("q", 200, timeout=0)
         for i, task in enumerate(tasks):
             assert task.retry(delay=0.2 + i * 0.001)  # due one after another
-        monkeypatch.setattr(slab_mod, "PROMOTE_COST_FACTOR", 10**7)  # a read "costs" seconds
+        monkeypatch.setattr(slab_mod.operations, "PROMOTE_COST_FACTOR", 10**7)  # a read "costs" seconds
         first = qs.take("q", timeout=5)  # waits for the first to come due
         assert first is not None
         meta = qs._backend._topics["q"].meta  # type: ignore[attr-defined]
@@ -239,7 +239,7 @@ def test_the_delayed_log_is_read_again_only_after_a_multiple_of_what_reading_it_
         n = len(reads)
         early = qs.take_many("q", 200, timeout=0.3)  # those already moved, if any
         assert len(reads) == n  # more came due meanwhile: not read again
-        monkeypatch.setattr(slab_mod, "PROMOTE_COST_FACTOR", 20)
+        monkeypatch.setattr(slab_mod.operations, "PROMOTE_COST_FACTOR", 20)
         meta.next_due = slab_mod._now()  # as after the wait
         got = [first, *early] + qs.take_many("q", 200, timeout=0)
         while len(got) < 200:
@@ -267,13 +267,13 @@ def test_a_look_while_an_owner_closes_with_a_lease_never_skips_it_for_good(
             import sys
             import queuecore.slab as slab_mod
             from queuecore import Queues
-            real = slab_mod.SlabBackend._count_gone
+            real = slab_mod.owners._Owners.count_gone
             def count_then_pause(self):
                 ok = real(self)
                 print("counted", flush=True)
                 sys.stdin.readline()  # the moment between the count and the deletion
                 return ok
-            slab_mod.SlabBackend._count_gone = count_then_pause
+            slab_mod.owners._Owners.count_gone = count_then_pause
             qs = Queues({d!r}, serializer="raw", visibility_timeout=60)
             print(qs.take("q", timeout=5).id, flush=True)
             qs.close()  # with the lease held

@@ -433,7 +433,7 @@ def test_an_open_writes_not_clean_to_disk_before_any_change(
     monkeypatch.undo()
     with open(os.path.join(d, "q", "meta"), "r+b") as fh:
         fh.write(on_disk)
-    monkeypatch.setattr(slab_mod, "_BOOT", (1, 2))  # another boot
+    monkeypatch.setattr(slab_mod.recovery, "_BOOT", (1, 2))  # another boot
     with Queues(d, serializer="raw") as qs:
         assert qs.put("q", b"d") == 4
         assert [r.value for r in qs.messages("q")] == [b"a", b"b", b"c", b"d"]
@@ -547,7 +547,7 @@ def test_no_clean_mark_after_a_failed_fsync(tmp_path: Path, monkeypatch: pytest.
     with open(slab_path, "r+b") as fh:  # power loss: the completion never reached the disk
         fh.seek(off + slab_mod.MUT_OFF)
         fh.write(on_disk)
-    monkeypatch.setattr(slab_mod, "_BOOT", (1, 2))
+    monkeypatch.setattr(slab_mod.recovery, "_BOOT", (1, 2))
     with Queues(d, fsync_take=True, serializer="raw", visibility_timeout=1) as qs:
         assert [(r.id, r.state) for r in qs.messages("q")] == [(1, "in_progress")]
         assert qs.stats()["q"]["in_progress"] == 1

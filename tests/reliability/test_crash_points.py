@@ -4,9 +4,9 @@ the ledger: a crash before a put returned never leaves a half message, a
 crash after it never loses the message, a crash in a settle or a move never
 loses or duplicates beyond what the dead consumer held.
 
-A worker arms the point after a random number of its operations (it sets
-``queuecore.slab._CRASH_AT``, the variable DQ_CRASH_AT fills), so each run
-dies at that step of a different operation."""
+A worker arms the point after a random number of its operations (it calls
+``queuecore.slab.crashpoints.arm``, which arms what DQ_CRASH_AT arms), so each
+run dies at that step of a different operation."""
 
 from __future__ import annotations
 

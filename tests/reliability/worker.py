@@ -41,9 +41,9 @@ from tests.reliability.ledger import (
 
 def _arm(a: dict[str, Any], ops: int) -> None:
     if a.get("crash_at") and ops == a.get("crash_after", 0):
-        import queuecore.slab
+        from queuecore.slab import crashpoints
 
-        queuecore.slab._CRASH_AT = a["crash_at"]  # the engine's own crash hook
+        crashpoints.arm(a["crash_at"])  # the engine's own crash hook
 
 
 def produce(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) -> None:

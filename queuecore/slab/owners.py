@@ -1,0 +1,256 @@
+"""Lease owners: a process that takes is an owner, known by a random id and
+by the file ``<root>/.owners/<id>.lock``, flock'ed for as long as the
+process lives (the kernel drops the lock on any death, kill -9 included).
+Others probe the file to know whether the owner of a lease lives, count an
+owner seen dead (or closing) in ``.owners/gone`` before its file is
+deleted, and from the two know whether any lease can have ended since the
+last look. Reclaim is that look: leases whose owner died or whose deadline
+passed go back to the topic.
+
+Knows nothing of the fsync options or the wait for messages; changes a
+topic only through operations.move, under the topic's lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import secrets
+import socket
+import threading
+from typing import TYPE_CHECKING
+
+from queuecore.slab.format import MAIN, OP_RECLAIM, READY, TAKEN, _now, _set_head
+from queuecore.slab.operations import move
+from queuecore.slab.slabfile import _disk_error
+
+if TYPE_CHECKING:
+    from queuecore.slab.topic import _Topic
+
+_HOST = socket.gethostname()
+
+_OWNER_ALIVE, _OWNER_DEAD, _OWNER_MISSING, _OWNER_UNKNOWN = range(4)  # what probe() found
+
+
+class _Owners:
+    """This process's identity as a lease owner, and what it knows of the
+    other owners of one queue directory."""
+
+    def __init__(self, root: str) -> None:
+        self.folder = os.path.join(root, ".owners")
+        self.id = 0  # this process's owner id; 0 until its first take
+        self.fd = -1  # its owner file, locked
+        self._lock = threading.Lock()
+        self._seen: dict[int, bool] = {}  # owner -> alive, found since the last reclaim
+
+    def mine(self) -> int:
+        """This process's owner id, made (with its file) at the first call."""
+        if self.id:
+            return self.id
+        with self._lock:  # two threads' first takes must share one identity
+            if not self.id:
+                self._make()
+            return self.id
+
+    def _make(self) -> None:
+        owner = secrets.randbits(63) | 1
+        path = self.path(owner)
+        tmp = os.path.join(self.folder, f"{owner:016x}.new")
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _disk_error(path, exc) from exc
+        try:
+            # Held for the life of the process: the kernel drops it on any
+            # death, kill -9 included, which is how other processes know the
+            # owner died. Locked before it gets its name: a '.lock' file
+            # nobody holds is always a dead owner's (others delete it).
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+            except OSError:
+                pass  # only a label for the dashboard; the lock is what counts
+            os.rename(tmp, path)
+        except OSError as exc:
+            os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _disk_error(path, exc) from exc
+        self.fd, self.id = fd, owner
+
+    def forked(self) -> None:
+        """In a forked child: the parent's owner file is not this process's
+        (the inherited descriptor shares the parent's flock, and would keep
+        a dead parent looking alive). Dropped, not unlocked."""
+        if self.fd >= 0:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+        self.fd, self.id = -1, 0
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """This process stops being an owner. Leases still held are ended by
+        whoever looks next: this owner stops looking alive, then is counted
+        gone, then its file goes (a look in between sees the file unlocked,
+        or the count moved: see leases_may_have_ended)."""
+        if self.fd < 0:
+            return
+        path = self.path(self.id)
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        if self.count_gone():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        os.close(self.fd)
+        self.fd, self.id = -1, 0
+
+    def path(self, owner: int) -> str:
+        return os.path.join(self.folder, f"{owner:016x}.lock")
+
+    def probe(self, path: str) -> int:
+        """The state of an owner file: held (alive); not held (dead: an
+        owner's file gets its name only once locked), which is counted gone
+        and then deleted here (see leases_may_have_ended); missing (deleted
+        by whoever saw it dead, counted); or unknown (cannot open or lock it:
+        EMFILE, EACCES)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return _OWNER_MISSING
+        except OSError:
+            return _OWNER_UNKNOWN
+        try:
+            # Shared and not waiting: granted only if the owner holds none.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _OWNER_ALIVE
+        except OSError:
+            return _OWNER_UNKNOWN
+        finally:
+            os.close(fd)
+        if self.count_gone():  # before the file goes, else it must stay for others to see
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        return _OWNER_DEAD
+
+    def alive(self, owner: int) -> bool:
+        if owner == self.id:
+            return True
+        known = self._seen.get(owner)
+        if known is not None:
+            return known
+        state = self.probe(self.path(owner))
+        if state == _OWNER_UNKNOWN:
+            return True  # never take a live lease away
+        alive = state == _OWNER_ALIVE
+        self._seen[owner] = alive
+        return alive
+
+    def name(self, owner: int) -> str:
+        """How the dashboard names a lease's owner."""
+        try:
+            with open(self.path(owner), "rb") as fh:
+                info = json.loads(fh.read(512).split(b"\x00")[0] or b"{}")
+            return f"pid {info.get('pid')} on {info.get('host')}"
+        except (OSError, ValueError):
+            return f"{owner:016x}"
+
+    def gone_count(self) -> int:
+        try:
+            return os.stat(os.path.join(self.folder, "gone")).st_size
+        except FileNotFoundError:
+            return 0
+
+    def count_gone(self) -> bool:
+        """Count one owner gone (before its file is deleted); False if it
+        could not be counted (then the file must stay, for others to see)."""
+        try:
+            fd = os.open(os.path.join(self.folder, "gone"),
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                return os.write(fd, b"x") == 1
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+
+    # -- ended leases ------------------------------------------------------------
+    def leases_may_have_ended(self, t: _Topic, now: float) -> bool:
+        """Whether the look for ended leases (a scan of the main log from its
+        head, which a lease held long at the head of a big backlog makes
+        slow) can find anything: a deadline passed, or an owner is gone since
+        the last look. An owner that dies leaves its file unlocked until
+        someone sees it; whoever sees it (or an owner closing) counts it in
+        .owners/gone before deleting the file, so the file or the count
+        tells. Read in that order: a file deleted is already counted."""
+        m = t.meta
+        if not m.lease_min or now >= m.lease_min:
+            return True
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return True
+        for name in names:
+            if not name.endswith(".lock"):
+                continue
+            try:
+                owner = int(name[:-5], 16)
+            except ValueError:
+                continue
+            if owner == self.id:
+                continue
+            # A dead owner's file is counted and deleted by the probe, whether
+            # or not it held a lease (an idle worker that was killed must not
+            # make every later look a scan); then this topic looks.
+            if self.probe(os.path.join(self.folder, name)) not in (_OWNER_ALIVE, _OWNER_MISSING):
+                return True
+        return bool(self.gone_count() != m.reclaim_gone)
+
+    def reclaim(self, t: _Topic) -> None:
+        """Leases whose owner died (its flock is gone) or whose deadline
+        passed go back to the queue (lock held)."""
+        m = t.meta
+        lm = m.logs[MAIN]
+        now = _now()
+        m.last_reclaim = now
+        gone = self.gone_count()  # before any owner is looked at
+        self._seen = {}
+        seen = 0
+        total = int(m.in_progress)
+        lease_min = math.inf  # of the leases that stay
+        first_live: tuple[int, int] | None = None
+        cursor = (int(lm.cursor_seq), int(lm.cursor_off))
+        # Collect first, move after: a move can finish the last live entry of
+        # a slab and drop (unmap) it, which a running scan must not see.
+        # Positions, not entries: entries would keep every slab mapped.
+        expired: list[tuple[int, int]] = []
+        for e in t.entries(MAIN, (int(lm.head_seq), int(lm.head_off))):
+            if (e.slab.seq, e.off) >= cursor or seen >= total:
+                if first_live is None:
+                    first_live = (e.slab.seq, e.off)
+                break
+            if e.status == TAKEN:
+                seen += 1
+                if e.deadline <= now or not self.alive(e.owner):
+                    expired.append((e.slab.seq, e.off))
+                    continue
+                if e.deadline < lease_min:
+                    lease_min = e.deadline
+            if e.status in (READY, TAKEN) and first_live is None:
+                first_live = (e.slab.seq, e.off)
+        for e in t.entries_at(MAIN, expired):
+            move(t, e, MAIN, OP_RECLAIM)
+        # Every lease was seen (else the counters are off: look every time).
+        m.lease_min = lease_min if seen >= total else 0.0
+        m.reclaim_gone = gone
+        if first_live is not None and first_live[0] in t.seqs(MAIN):
+            _set_head(lm, *first_live)
