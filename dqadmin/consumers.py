@@ -85,7 +85,7 @@ class Backoff:
 BackoffSpec = Backoff | Callable[[int], float] | float | int | None
 
 
-def _backoff(spec: BackoffSpec) -> Callable[[int], float]:
+def resolve_backoff(spec: BackoffSpec) -> Callable[[int], float]:
     if spec is None:
         return Backoff()
     if isinstance(spec, bool):
@@ -182,7 +182,7 @@ class ConsumerRegistry:
         validate_topic(topic)
         concurrency = _positive_int("concurrency", concurrency)
         max_attempts = _positive_int("max_attempts", max_attempts)
-        delay = _backoff(backoff)
+        delay = resolve_backoff(backoff)
         kinds = permanent if isinstance(permanent, tuple) else (permanent,)
         for kind in kinds:
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -82,6 +83,15 @@ INSTALLED_APPS = [
     "dqadmin",
     "dqadmin.demo",
 ]
+
+# Django's tasks framework runs on dq's queues (dqadmin.tasks.DQBackend):
+# Django 6's own, or on Django 5.2 the django-tasks backport if installed.
+HAS_TASKS = find_spec("django.tasks") is not None
+if not HAS_TASKS and find_spec("django_tasks") is not None:
+    INSTALLED_APPS.append("django_tasks")
+    HAS_TASKS = True
+if HAS_TASKS:
+    TASKS = {"default": {"BACKEND": "dqadmin.tasks.DQBackend", "QUEUES": ["default"]}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -285,6 +285,30 @@ class Queues:
             return []
         return backend.put(topic, payloads, timeout)
 
+    def put_delayed(self, topic: str, value: Any, delay: float) -> int:
+        """Append ``value`` as a delayed message that becomes ready ``delay``
+        seconds from now (``delay <= 0``: ready at once); returns its id.
+
+        >>> qs = Queues("memory://put-delayed-doctest")
+        >>> qs.put_delayed("q1", "later", 60.0)
+        1
+        >>> qs.stats()["q1"]["delayed"], qs.take("q1", timeout=0)
+        (1, None)
+
+        Unlike :meth:`put`, it does not wait for room under
+        ``max_queue_size``: it is for work scheduled ahead (deferred tasks),
+        which a full topic must not refuse.
+        """
+        validate_topic(topic)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+            raise ValueError(f"delay must be a finite number of seconds, not {delay!r}")
+        now = time.time()
+        record = Record(
+            id=0, payload=self._encode(value), state="delayed" if delay > 0 else "ready",
+            attempts=0, enqueued_at=now, not_before=now + delay if delay > 0 else None,
+        )
+        return self._backend_open().restore(topic, [record])[0]
+
     # -- consuming ---------------------------------------------------------
     def take(self, topic: str, timeout: float | None = None) -> Task | None:
         """Lease the oldest ready message of ``topic`` as a :class:`Task`.

@@ -12,3 +12,12 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 SECRET_KEY = "tests-only-key"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
+if HAS_TASKS:  # noqa: F405
+    # The tasks tests' queues (tests/tasks/tasks.py declares tasks on both).
+    TASKS = {
+        "default": {
+            "BACKEND": "dqadmin.tasks.DQBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {},
+        }
+    }

@@ -1,5 +1,6 @@
-"""Run the registered consumers until SIGTERM/SIGINT (or, with --burst,
-until their topics are drained)."""
+"""Run the registered consumers, and the tasks of every ``DQBackend`` in
+``settings.TASKS``, until SIGTERM/SIGINT (or, with --burst, until their
+topics are drained)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dqadmin.conf import conf
 from dqadmin.consumers import Consumer, autodiscover
 from dqadmin.queues import close_queues, get_queues
 from dqadmin.runner import DEFAULT_GRACE, Runner
+from dqadmin.tasks import configured_task_consumers
 from queuecore import InvalidTopic, Task, validate_topic
 
 
@@ -58,19 +60,28 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         registry = autodiscover()
-        if not len(registry):
+        known: dict[str, Consumer] = {c.topic: c for c in registry}
+        for task_consumer in configured_task_consumers():
+            if task_consumer.topic in known:
+                raise CommandError(
+                    f"Topic {task_consumer.topic!r} has a @consumer and is also a task queue "
+                    f"of TASKS: give one of them another topic."
+                )
+            known[task_consumer.topic] = task_consumer
+        if not known:
             raise CommandError(
-                "No consumers are registered: add @consumer handlers to an installed app's consumers.py."
+                "No consumers are registered: add @consumer handlers to an installed app's "
+                "consumers.py, or a dqadmin.tasks.DQBackend to settings.TASKS."
             )
-        topics: list[str] = options["topics"] or registry.topics()
+        topics: list[str] = options["topics"] or sorted(known)
         for topic in topics:
             try:
                 validate_topic(topic)
             except InvalidTopic as exc:
                 raise CommandError(str(exc)) from exc
-            if topic not in registry:
+            if topic not in known:
                 raise CommandError(
-                    f"No consumer is registered for topic {topic!r}; registered: {', '.join(registry.topics())}."
+                    f"No consumer is registered for topic {topic!r}; registered: {', '.join(sorted(known))}."
                 )
         concurrency = options["concurrency"]
         if concurrency is not None and concurrency < 1:
@@ -80,7 +91,7 @@ class Command(BaseCommand):
 
         runner = Runner(
             get_queues(),
-            [registry.get(t) for t in dict.fromkeys(topics)],
+            [known[t] for t in dict.fromkeys(topics)],
             concurrency=concurrency,
             burst=options["burst"],
             grace=options["grace"],
