@@ -29,10 +29,10 @@ Cluster slot and one Lua script can touch all of it::
     p:heartbeat:{hb}:<key>   a consumer heartbeat (JSON, expires after HEARTBEAT_TTL);
     p:heartbeats:{hb}        zset of heartbeat keys by time of last write
 
-Every change of state is one Lua script (``register_script``): it reads the
-server's clock (``TIME``), so leases and delays do not depend on the clocks
-of the machines running consumers, and the counters stay exact whichever
-process, or machine, asks. The message hash is the truth; the zsets, the
+Every change of state is one Lua script (queuecore/lua/*.lua, run through
+``register_script``): it reads the server's clock (``TIME``), so leases and
+delays do not depend on the clocks of the machines running consumers, and
+the counters stay exact whichever process, or machine, asks. The message hash is the truth; the zsets, the
 stream and the group's pending list are indexes kept in step with it in the
 same script, and ``check(fix=True)`` rebuilds them from it.
 
@@ -53,6 +53,7 @@ import math
 import os
 import threading
 import time
+from importlib import resources
 from typing import Any
 
 import redis
@@ -76,422 +77,64 @@ MAX_BLOCK = 1.0
 STALE_CONSUMER_MS = 3600 * 1000
 
 _STATE_KEYS = ("ready", "delayed", "in_progress", "failed")
-# KEYS of every topic script, in this order (see _LUA_HEAD).
+# KEYS of every topic script, in this order (see lua/prelude.lua).
 _KEY_NAMES = ("stream", "meta", *_STATE_KEYS, "due", "leases", "reclaim")
 
-_LUA_HEAD = """
-local K_STREAM, K_META = KEYS[1], KEYS[2]
-local K_READY, K_DELAYED, K_INPROG, K_FAILED = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local K_DUE, K_LEASES, K_RECLAIM = KEYS[7], KEYS[8], KEYS[9]
-local STATE_KEY = {ready = K_READY, delayed = K_DELAYED, in_progress = K_INPROG, failed = K_FAILED}
-local MPFX = ARGV[1]
-local GROUP = 'dq'
-local T = redis.call('TIME')
-local NOW = tonumber(T[1]) * 1000 + math.floor(tonumber(T[2]) / 1000)
-local NOW_S = T[1] .. '.' .. string.format('%06d', tonumber(T[2]))
+# The Lua scripts, in queuecore/lua/ beside this module: each is the
+# prelude (keys, clock, shared helpers) and then its own body. Read once,
+# at import; registered per connection (redis-py runs them by SHA).
+_SCRIPT_NAMES = ("put", "take", "settle", "stats", "info", "messages", "peek", "requeue",
+                 "requeue_failed", "delete", "purge", "repair", "restore")
 
-local function mkey(id) return MPFX .. id end
-local function ekey(id) return MPFX .. id .. ':e' end
 
-local function ensure_group()
-  if redis.call('EXISTS', K_STREAM) == 0 then
-    redis.call('XGROUP', 'CREATE', K_STREAM, GROUP, '0', 'MKSTREAM')
-  end
-end
+def _read_scripts() -> dict[str, str]:
+    folder = resources.files("queuecore") / "lua"
+    prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
+    return {name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES}
 
--- Ack and delete the message's stream entry, if it has one.
-local function drop_entry(h)
-  local sid = redis.call('HGET', h, 'sid')
-  if sid then
-    redis.call('XACK', K_STREAM, GROUP, sid)
-    redis.call('XDEL', K_STREAM, sid)
-    redis.call('HDEL', h, 'sid')
-  end
-end
 
-local function unindex(id)
-  for _, k in ipairs({K_READY, K_DELAYED, K_INPROG, K_FAILED, K_DUE, K_LEASES, K_RECLAIM}) do
-    redis.call('ZREM', k, id)
-  end
-end
+_SCRIPTS = _read_scripts()
 
--- Ready at the back of the topic: a new stream entry (callers removed the old one).
-local function enqueue(id, h)
-  ensure_group()
-  local sid = redis.call('XADD', K_STREAM, '*', 'id', id)
-  redis.call('HSET', h, 'st', 'ready', 'sid', sid)
-  redis.call('HDEL', h, 'own', 'dl', 'nb')
-  redis.call('ZADD', K_READY, id, id)
-end
 
--- An expired lease: ready again; its entry stays pending until a take XCLAIMs it.
-local function expire(id, h)
-  redis.call('ZREM', K_LEASES, id)
-  redis.call('ZREM', K_INPROG, id)
-  redis.call('HSET', h, 'st', 'ready')
-  redis.call('HDEL', h, 'own', 'dl')
-  redis.call('ZADD', K_READY, id, id)
-  redis.call('ZADD', K_RECLAIM, id, id)
-end
-
--- Promote due delayed messages and expire leases past their deadline.
-local function housekeep()
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, 500)) do
-    redis.call('ZREM', K_DUE, id)
-    redis.call('ZREM', K_DELAYED, id)
-    enqueue(id, mkey(id))
-  end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0, 500)) do
-    expire(id, mkey(id))
-  end
-end
-
-local function remove(id, h)
-  drop_entry(h)
-  unindex(id)
-  redis.call('HINCRBY', K_META, 'bytes', -redis.call('HSTRLEN', h, 'p'))
-  redis.call('DEL', h, ekey(id))
-end
-
-local function record(id)
-  return {id, redis.call('HGETALL', mkey(id)), redis.call('LRANGE', ekey(id), 0, -1)}
-end
-"""
-
-# ARGV: mpfx, max_queue_size (-1: none), payload...
-_PUT = """
-local n = #ARGV - 2
-local limit = tonumber(ARGV[2])
-if limit >= 0 then
-  local size = redis.call('ZCARD', K_READY) + redis.call('ZCARD', K_DELAYED) + redis.call('ZCARD', K_INPROG)
-  if size + n > limit then return {0} end
-end
-local out = {1}
-local bytes = 0
-for i = 3, #ARGV do
-  local id = redis.call('HINCRBY', K_META, 'last_id', 1)
-  local h = mkey(id)
-  redis.call('HSET', h, 'p', ARGV[i], 'at', NOW_S, 'n', 0, 'tok', 0)
-  enqueue(id, h)
-  bytes = bytes + #ARGV[i]
-  out[#out + 1] = id
-end
-redis.call('HINCRBY', K_META, 'enqueued', n)
-redis.call('HINCRBY', K_META, 'bytes', bytes)
-return out
-"""
-
-# ARGV: mpfx, then per message: payload, enqueued_at, attempts, state,
-# not_before ms ('' for none), number of errors, error JSON...
-_RESTORE = """
-local out = {}
-local i = 2
-while i <= #ARGV do
-  local payload, at, attempts, state, nb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local nerr = tonumber(ARGV[i + 5])
-  local id = redis.call('HINCRBY', K_META, 'last_id', 1)
-  local h = mkey(id)
-  redis.call('HSET', h, 'p', payload, 'at', at, 'n', attempts, 'tok', 0)
-  for j = 1, nerr do redis.call('RPUSH', ekey(id), ARGV[i + 5 + j]) end
-  if state == 'failed' then
-    redis.call('HSET', h, 'st', 'failed')
-    redis.call('ZADD', K_FAILED, id, id)
-  elseif state == 'delayed' and nb ~= '' and tonumber(nb) > NOW then
-    redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
-    redis.call('ZADD', K_DELAYED, id, id)
-    redis.call('ZADD', K_DUE, tonumber(nb), id)
-  else
-    enqueue(id, h)
-  end
-  redis.call('HINCRBY', K_META, 'bytes', #payload)
-  out[#out + 1] = id
-  i = i + 6 + nerr
-end
-redis.call('HINCRBY', K_META, 'enqueued', #out)
-return out
-"""
-
-# ARGV: mpfx, owner, visibility_timeout_ms, limit
-# -> {deliveries, ms until something falls due (-1: nothing), last stream id}
-_TAKE = """
-local owner, vt, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-housekeep()
-ensure_group()
-local out = {}
-local function lease(id, h)
-  local n = redis.call('HINCRBY', h, 'n', 1)
-  local tok = redis.call('HINCRBY', h, 'tok', 1)
-  local dl = NOW + vt
-  redis.call('HSET', h, 'st', 'in_progress', 'own', owner, 'dl', dl)
-  redis.call('ZREM', K_READY, id)
-  redis.call('ZREM', K_RECLAIM, id)
-  redis.call('ZADD', K_INPROG, id, id)
-  redis.call('ZADD', K_LEASES, dl, id)
-  out[#out + 1] = {tonumber(id), redis.call('HGET', h, 'p'), n, redis.call('HGET', h, 'at'), tok,
-                   redis.call('LRANGE', ekey(id), 0, -1)}
-end
--- Expired deliveries first: claim their pending entries for this consumer.
-for _, id in ipairs(redis.call('ZRANGE', K_RECLAIM, 0, limit - 1)) do
-  local h = mkey(id)
-  local sid = redis.call('HGET', h, 'sid')
-  if sid and redis.call('HGET', h, 'st') == 'ready' then
-    local got = redis.call('XCLAIM', K_STREAM, GROUP, owner, 0, sid)
-    if #got > 0 then
-      lease(id, h)
-    else
-      -- no longer pending (acknowledged by hand?): give it a fresh entry
-      redis.call('ZREM', K_RECLAIM, id)
-      drop_entry(h)
-      redis.call('ZREM', K_READY, id)
-      enqueue(id, h)
-    end
-  else
-    redis.call('ZREM', K_RECLAIM, id)
-  end
-end
-local rounds = 0
-while #out < limit and rounds < 10 do
-  rounds = rounds + 1
-  local res = redis.call('XREADGROUP', 'GROUP', GROUP, owner, 'COUNT', limit - #out, 'STREAMS', K_STREAM, '>')
-  if not res then break end
-  local entries = res[1][2]
-  if #entries == 0 then break end
-  for _, e in ipairs(entries) do
-    local sid, fields = e[1], e[2]
-    local id = nil
-    for i = 1, #fields, 2 do
-      if fields[i] == 'id' then id = fields[i + 1] end
-    end
-    local h = id and mkey(id)
-    if h and redis.call('HGET', h, 'sid') == sid and redis.call('HGET', h, 'st') == 'ready' then
-      lease(id, h)
-    else
-      -- an entry no message points at (deleted meanwhile): drop it
-      redis.call('XACK', K_STREAM, GROUP, sid)
-      redis.call('XDEL', K_STREAM, sid)
-    end
-  end
-end
-local nxt = -1
-for _, k in ipairs({K_DUE, K_LEASES}) do
-  local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
-  if #first > 0 then
-    local wait = math.max(0, tonumber(first[2]) - NOW)
-    if nxt < 0 or wait < nxt then nxt = wait end
-  end
-end
-if #out == 0 and redis.call('ZCARD', K_RECLAIM) > 0 then nxt = 0 end
-local last = redis.call('XREVRANGE', K_STREAM, '+', '-', 'COUNT', 1)
-local last_id = '0-0'
-if #last > 0 then last_id = last[1][1] end
-return {out, nxt, last_id}
-"""
-
-# ARGV: mpfx, id, tok, outcome, delay_ms, error JSON ('' for none), errors kept
-_SETTLE = """
-local id, tok, outcome = ARGV[2], ARGV[3], ARGV[4]
-local delay, err, kept = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-local h = mkey(id)
-if redis.call('HGET', h, 'st') ~= 'in_progress' or redis.call('HGET', h, 'tok') ~= tok then
-  return 0
-end
-local dl = tonumber(redis.call('HGET', h, 'dl'))
-if dl and dl <= NOW then
-  expire(id, h)  -- it belongs to the next taker
-  return 0
-end
-if err ~= '' then
-  redis.call('RPUSH', ekey(id), err)
-  redis.call('LTRIM', ekey(id), -kept, -1)
-end
-redis.call('ZREM', K_INPROG, id)
-redis.call('ZREM', K_LEASES, id)
-drop_entry(h)
-if outcome == 'complete' then
-  redis.call('HINCRBY', K_META, 'bytes', -redis.call('HSTRLEN', h, 'p'))
-  redis.call('DEL', h, ekey(id))
-  redis.call('HINCRBY', K_META, 'completed', 1)
-elseif outcome == 'retry' then
-  redis.call('HINCRBY', K_META, 'retried', 1)
-  if delay > 0 then
-    local nb = NOW + delay
-    redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
-    redis.call('HDEL', h, 'own', 'dl')
-    redis.call('ZADD', K_DELAYED, id, id)
-    redis.call('ZADD', K_DUE, nb, id)
-  else
-    enqueue(id, h)
-  end
-else
-  redis.call('HSET', h, 'st', 'failed')
-  redis.call('HDEL', h, 'own', 'dl')
-  redis.call('ZADD', K_FAILED, id, id)
-end
-return 1
-"""
-
-# ARGV: mpfx
-_STATS = """
-housekeep()
-local out = {}
-for _, f in ipairs({'enqueued', 'completed', 'retried'}) do
-  out[#out + 1] = tonumber(redis.call('HGET', K_META, f) or '0')
-end
-for _, k in ipairs({K_READY, K_DELAYED, K_INPROG, K_FAILED}) do
-  out[#out + 1] = redis.call('ZCARD', k)
-end
-return out
-"""
-
-# ARGV: mpfx
-_INFO = """
-local oldest = redis.call('ZRANGE', K_READY, 0, 0)
-local at = false
-if #oldest > 0 then at = redis.call('HGET', mkey(oldest[1]), 'at') end
-return {tonumber(redis.call('HGET', K_META, 'bytes') or '0'), at}
-"""
-
-# ARGV: mpfx, state ('' for all but completed), after, limit
-_MESSAGES = """
-housekeep()
-local state, after, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local keys = {K_READY, K_DELAYED, K_INPROG, K_FAILED}
-if state ~= '' then keys = {STATE_KEY[state]} end
-local ids = {}
-for _, k in ipairs(keys) do
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', k, '(' .. after, '+inf', 'LIMIT', 0, limit)) do
-    ids[#ids + 1] = tonumber(id)
-  end
-end
-table.sort(ids)
-local out = {}
-for i = 1, math.min(limit, #ids) do out[i] = record(ids[i]) end
-return out
-"""
-
-# ARGV: mpfx, id
-_PEEK = """
-housekeep()
-if redis.call('EXISTS', mkey(ARGV[2])) == 0 then return false end
-return record(ARGV[2])
-"""
-
-# ARGV: mpfx, id
-_REQUEUE = """
-local id = ARGV[2]
-local h = mkey(id)
-local st = redis.call('HGET', h, 'st')
-if not st then return 0 end
-if st == 'ready' then return 1 end
-drop_entry(h)
-unindex(id)
-enqueue(id, h)
-return 1
-"""
-
-# ARGV: mpfx, batch
-_REQUEUE_FAILED = """
-local ids = redis.call('ZRANGE', K_FAILED, 0, tonumber(ARGV[2]) - 1)
-for _, id in ipairs(ids) do
-  redis.call('ZREM', K_FAILED, id)
-  enqueue(id, mkey(id))
-end
-return #ids
-"""
-
-# ARGV: mpfx, id
-_DELETE = """
-local id = ARGV[2]
-local h = mkey(id)
-if redis.call('EXISTS', h) == 0 then return 0 end
-remove(id, h)
-return 1
-"""
-
-# ARGV: mpfx, batch, state...
-_PURGE = """
-local left = tonumber(ARGV[2])
-local gone = 0
-for i = 3, #ARGV do
-  local ids = redis.call('ZRANGE', STATE_KEY[ARGV[i]], 0, left - 1)
-  for _, id in ipairs(ids) do
-    remove(id, mkey(id))
-  end
-  gone = gone + #ids
-  left = left - #ids
-  if left <= 0 then break end
-end
-return gone
-"""
-
-# ARGV: mpfx, id, fix ('1' or '0') -> list of problems found (and fixed, with fix)
-# Re-derives the indexes of one message from its hash, the truth.
-_REPAIR = """
-local id, fix = ARGV[2], ARGV[3] == '1'
-local h = mkey(id)
-local problems = {}
-local st = redis.call('HGET', h, 'st')
-if not st then
-  for name, k in pairs(STATE_KEY) do
-    if redis.call('ZSCORE', k, id) then
-      problems[#problems + 1] = 'listed as ' .. name .. ' but the message is gone'
-    end
-  end
-  if #problems > 0 and fix then unindex(id) end
-  return problems
-end
-if not STATE_KEY[st] then
-  -- an unknown state reads as ready: a duplicate is acceptable, a loss is not
-  problems[#problems + 1] = 'unknown state ' .. st
-  if fix then drop_entry(h); unindex(id); enqueue(id, h) end
-  return problems
-end
-for name, k in pairs(STATE_KEY) do
-  local listed = redis.call('ZSCORE', k, id) ~= false
-  if listed ~= (name == st) then
-    problems[#problems + 1] = (listed and 'listed' or 'not listed') .. ' as ' .. name .. ' while ' .. st
-  end
-end
-local sid = redis.call('HGET', h, 'sid')
-local pending = false
-if sid then pending = #redis.call('XPENDING', K_STREAM, GROUP, sid, sid, 1) > 0 end
-local needs_entry = false
-if st == 'ready' then
-  if not sid or #redis.call('XRANGE', K_STREAM, sid, sid) == 0 then
-    problems[#problems + 1] = 'ready without a stream entry'
-    needs_entry = true
-  end
-elseif st == 'in_progress' then
-  if not pending then
-    problems[#problems + 1] = 'in progress but not pending in the group'
-    needs_entry = true
-  elseif not redis.call('ZSCORE', K_LEASES, id) then
-    problems[#problems + 1] = 'in progress without a lease deadline'
-  end
-elseif st == 'delayed' and not redis.call('ZSCORE', K_DUE, id) then
-  problems[#problems + 1] = 'delayed without a due time'
-end
-if #problems > 0 and fix then
-  if needs_entry then
-    drop_entry(h); unindex(id); enqueue(id, h)
-  else
-    unindex(id)
-    redis.call('ZADD', STATE_KEY[st], id, id)
-    if st == 'ready' and pending then redis.call('ZADD', K_RECLAIM, id, id) end
-    if st == 'delayed' then redis.call('ZADD', K_DUE, tonumber(redis.call('HGET', h, 'nb') or NOW), id) end
-    if st == 'in_progress' then
-      local dl = tonumber(redis.call('HGET', h, 'dl') or NOW)
-      redis.call('HSET', h, 'dl', dl)
-      redis.call('ZADD', K_LEASES, dl, id)
-    end
-  end
-end
-return problems
-"""
+# -- the scripts' replies ------------------------------------------------------
 
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(flat: list[Any]) -> dict[str, bytes]:
+    return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _errors(raw: list[Any]) -> tuple[dict[str, Any], ...]:
+    out = []
+    for item in raw:
+        try:
+            out.append(json.loads(item))
+        except ValueError:
+            out.append({"reason": _text(item)})
+    return tuple(out)
+
+
+def _record(row: list[Any]) -> Record:
+    """A message as the scripts return it: {id, HGETALL of its hash, its errors}."""
+    mid, flat, errors = row
+    f = _fields(flat)
+    lease = None
+    if "own" in f and "dl" in f:
+        lease = Lease(_text(f["own"]), int(f["dl"]) / 1000)
+    nb = f.get("nb")
+    return Record(
+        id=int(mid),
+        payload=bytes(f.get("p", b"")),
+        state=_text(f.get("st", b"ready")),
+        attempts=int(f.get("n", 0)),
+        enqueued_at=float(f.get("at", 0)),
+        lease=lease,
+        errors=_errors(errors),
+        not_before=int(nb) / 1000 if nb is not None else None,
+    )
 
 
 class RedisBackend(Backend):
@@ -531,22 +174,7 @@ class RedisBackend(Backend):
         self._pid = os.getpid()
         self._owner = f"{os.uname().nodename}:{self._pid}"
         self._scripts: dict[str, Any] = {
-            name: client.register_script(_LUA_HEAD + body)
-            for name, body in (
-                ("put", _PUT),
-                ("take", _TAKE),
-                ("settle", _SETTLE),
-                ("stats", _STATS),
-                ("info", _INFO),
-                ("messages", _MESSAGES),
-                ("peek", _PEEK),
-                ("requeue", _REQUEUE),
-                ("requeue_failed", _REQUEUE_FAILED),
-                ("delete", _DELETE),
-                ("purge", _PURGE),
-                ("repair", _REPAIR),
-                ("restore", _RESTORE),
-            )
+            name: client.register_script(text) for name, text in _SCRIPTS.items()
         }
         self._known_topics = set()
 
@@ -598,38 +226,6 @@ class RedisBackend(Backend):
             self._call(client.sadd, f"{self.prefix}:topics", topic)
             self._known_topics.add(topic)
 
-    @staticmethod
-    def _fields(flat: list[Any]) -> dict[str, bytes]:
-        return {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-
-    @staticmethod
-    def _errors(raw: list[Any]) -> tuple[dict[str, Any], ...]:
-        out = []
-        for item in raw:
-            try:
-                out.append(json.loads(item))
-            except ValueError:
-                out.append({"reason": _text(item)})
-        return tuple(out)
-
-    def _record(self, row: list[Any]) -> Record:
-        mid, flat, errors = row
-        f = self._fields(flat)
-        lease = None
-        if "own" in f and "dl" in f:
-            lease = Lease(_text(f["own"]), int(f["dl"]) / 1000)
-        nb = f.get("nb")
-        return Record(
-            id=int(mid),
-            payload=bytes(f.get("p", b"")),
-            state=_text(f.get("st", b"ready")),
-            attempts=int(f.get("n", 0)),
-            enqueued_at=float(f.get("at", 0)),
-            lease=lease,
-            errors=self._errors(errors),
-            not_before=int(nb) / 1000 if nb is not None else None,
-        )
-
     # -- the contract --------------------------------------------------------
     def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
         """Append the payloads (one Lua call: all or none) and return their ids."""
@@ -669,7 +265,7 @@ class RedisBackend(Backend):
                         attempts=int(n),
                         enqueued_at=float(at),
                         token=(int(mid), int(tok)),
-                        errors=self._errors(errors),
+                        errors=_errors(errors),
                     )
                     for mid, payload, n, at, tok, errors in out
                 ]
@@ -765,13 +361,13 @@ class RedisBackend(Backend):
         if state is not None and state not in _STATE_KEYS:
             raise ValueError(f"unknown state {state!r}")
         rows = self._run("messages", topic, state or "", after or 0, limit)
-        return [self._record(row) for row in rows]
+        return [_record(row) for row in rows]
 
     def peek(self, topic: str, id: int) -> Record:
         row = self._run("peek", topic, id)
         if row is None:
             raise MessageNotFound(topic, id)
-        return self._record(row)
+        return _record(row)
 
     def requeue(self, topic: str, id: int) -> None:
         if int(self._run("requeue", topic, id)) == 0:

@@ -1,0 +1,20 @@
+-- ARGV: mpfx, max_queue_size (-1: none), payload...
+local n = #ARGV - 2
+local limit = tonumber(ARGV[2])
+if limit >= 0 then
+  local size = redis.call('ZCARD', K_READY) + redis.call('ZCARD', K_DELAYED) + redis.call('ZCARD', K_INPROG)
+  if size + n > limit then return {0} end
+end
+local out = {1}
+local bytes = 0
+for i = 3, #ARGV do
+  local id = redis.call('HINCRBY', K_META, 'last_id', 1)
+  local h = mkey(id)
+  redis.call('HSET', h, 'p', ARGV[i], 'at', NOW_S, 'n', 0, 'tok', 0)
+  enqueue(id, h)
+  bytes = bytes + #ARGV[i]
+  out[#out + 1] = id
+end
+redis.call('HINCRBY', K_META, 'enqueued', n)
+redis.call('HINCRBY', K_META, 'bytes', bytes)
+return out

@@ -1,0 +1,40 @@
+-- ARGV: mpfx, id, tok, outcome, delay_ms, error JSON ('' for none), errors kept
+local id, tok, outcome = ARGV[2], ARGV[3], ARGV[4]
+local delay, err, kept = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+local h = mkey(id)
+if redis.call('HGET', h, 'st') ~= 'in_progress' or redis.call('HGET', h, 'tok') ~= tok then
+  return 0
+end
+local dl = tonumber(redis.call('HGET', h, 'dl'))
+if dl and dl <= NOW then
+  expire(id, h)  -- it belongs to the next taker
+  return 0
+end
+if err ~= '' then
+  redis.call('RPUSH', ekey(id), err)
+  redis.call('LTRIM', ekey(id), -kept, -1)
+end
+redis.call('ZREM', K_INPROG, id)
+redis.call('ZREM', K_LEASES, id)
+drop_entry(h)
+if outcome == 'complete' then
+  redis.call('HINCRBY', K_META, 'bytes', -redis.call('HSTRLEN', h, 'p'))
+  redis.call('DEL', h, ekey(id))
+  redis.call('HINCRBY', K_META, 'completed', 1)
+elseif outcome == 'retry' then
+  redis.call('HINCRBY', K_META, 'retried', 1)
+  if delay > 0 then
+    local nb = NOW + delay
+    redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
+    redis.call('HDEL', h, 'own', 'dl')
+    redis.call('ZADD', K_DELAYED, id, id)
+    redis.call('ZADD', K_DUE, nb, id)
+  else
+    enqueue(id, h)
+  end
+else
+  redis.call('HSET', h, 'st', 'failed')
+  redis.call('HDEL', h, 'own', 'dl')
+  redis.call('ZADD', K_FAILED, id, id)
+end
+return 1
