@@ -156,7 +156,9 @@ def _sync_as_leader(t: _Topic, target_op: int | None, meta: bool) -> None:
 
 def sync_files(t: _Topic) -> bool:
     """Every slab and the folder on disk (lock held); False if an fsync
-    failed."""
+    failed. The last close runs it before it writes the clean mark: a
+    first opener that finds the mark trusts the counters, even after a
+    reboot, so the slabs they count must be on disk first."""
     try:
         for name in os.listdir(t.path):
             if name.endswith(".slab"):

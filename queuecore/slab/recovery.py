@@ -75,6 +75,7 @@ def open_counters(t: _Topic, meta_path: str, meta_file: tuple[int, int], alone: 
         t.meta.magic = META_MAGIC
         if t.meta.next_id == 0:
             t.meta.next_id = 1
+        # The new meta file's name on disk: a topic is listed by its meta.
         _fsync_dir(t.path)
     # The first process to open the topic since everyone closed it
     # checks that the last one closed cleanly; if not, and the

@@ -153,7 +153,7 @@ class _Slab:
                                      _header_crc(seq, salt, created), _hint_crc(0, 0))
                 os.pwrite(fd, bytes(header), 0)
                 if durable:
-                    os.fsync(fd)
+                    os.fsync(fd)  # blocks and header on disk before the name is
             finally:
                 os.close(fd)
             if CRASH_AT:
