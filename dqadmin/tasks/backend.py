@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import re
 import secrets
 from typing import Any
 
@@ -46,7 +45,8 @@ from dqadmin.tasks.compat import (
     task_enqueued,
 )
 from dqadmin.tasks.results import ResultStore, store_for
-from queuecore import InvalidTopic, MessageNotFound, Queues, validate_topic
+from dqadmin.tasks.state import ENVELOPE_KEY, ENVELOPE_VERSION, task_info
+from queuecore import InvalidTopic, Queues, validate_topic
 
 # Every option of OPTIONS, with its default.
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -63,39 +63,6 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # Worker threads per queue in each runconsumers process.
     "CONCURRENCY": 1,
 }
-
-# The message of a task: what identifies it as one.
-ENVELOPE_KEY = "dq_task"
-ENVELOPE_VERSION = 1
-
-_ID = re.compile(r"^(?P<topic>[A-Za-z0-9_.-]{1,100}):(?P<mid>[0-9]{1,20}):(?P<token>[0-9a-f]{8,32})$")
-
-
-def parse_result_id(result_id: object) -> tuple[str, int, str] | None:
-    """``(topic, message id, token)`` of a result id, or None if it is not one.
-
-    >>> parse_result_id("tasks.default:42:9f1c2a7b")
-    ('tasks.default', 42, '9f1c2a7b')
-    >>> parse_result_id("../etc:1:00000000") is None, parse_result_id(42) is None
-    (True, True)
-    """
-    if not isinstance(result_id, str):
-        return None
-    found = _ID.match(result_id)
-    if found is None or found["topic"].startswith(".") or int(found["mid"]) < 1:
-        return None
-    return found["topic"], int(found["mid"]), found["token"]
-
-
-def is_envelope(value: object) -> bool:
-    """Whether a message value is a task of :class:`DQBackend`."""
-    return (
-        isinstance(value, dict)
-        and value.get(ENVELOPE_KEY) == ENVELOPE_VERSION
-        and isinstance(value.get("task"), str)
-        and isinstance(value.get("token"), str)
-    )
-
 
 def _utc(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC)
@@ -242,59 +209,8 @@ class DQBackend(BaseTaskBackend):  # type: ignore[misc]
 
     # -- results -------------------------------------------------------------------
     def lookup(self, result_id: str) -> dict[str, Any] | None:
-        """What is known of a task: its result record merged with its message
-        (state, times, arguments), or None when neither is there."""
-        parsed = parse_result_id(result_id)
-        if parsed is None:
-            return None
-        topic, mid, token = parsed
-        record = self.results.get(result_id)
-        try:
-            message = self.dq.peek(topic, mid)
-        except (MessageNotFound, InvalidTopic):
-            message = None
-        if message is not None and not (is_envelope(message.value) and message.value.get("token") == token):
-            message = None  # another message now has this id (the topic was made anew)
-        if record is None and message is None:
-            return None
-        info: dict[str, Any] = dict(record or {})
-        if message is not None:
-            env = message.value
-            info.setdefault("id", result_id)
-            info.setdefault("task", env["task"])
-            info.setdefault("args", env.get("args", []))
-            info.setdefault("kwargs", env.get("kwargs", {}))
-            info.setdefault("queue", env.get("queue", "default"))
-            info.setdefault("run_after", env.get("run_after"))
-            info.setdefault("enqueued_at", message.enqueued_at)
-            info.setdefault("worker_ids", [])
-            info.setdefault("errors", [])
-            info["message_state"] = message.state
-            info["status"] = self._status(record, message.state, message.attempts)
-            if not info["status"]:
-                return None
-        elif info.get("status") not in ("SUCCESSFUL", "FAILED"):
-            # Neither finished nor in the queue any more (deleted, purged).
-            return None
-        info["topic"], info["message_id"] = topic, mid
-        return info
-
-    @staticmethod
-    def _status(record: dict[str, Any] | None, state: str, attempts: int) -> str:
-        if state in ("ready", "delayed"):
-            return "READY"  # waiting: for its first run, a retry, or after a requeue
-        if state == "failed":
-            return "FAILED"
-        finished = record is not None and record.get("status") in ("SUCCESSFUL", "FAILED")
-        if state == "in_progress":
-            # A worker writes the end of a run just before it settles the
-            # message: that run's outcome, unless a later run has begun.
-            if finished and record is not None and len(record.get("worker_ids", [])) >= attempts:
-                return str(record["status"])
-            return "RUNNING"
-        # Completed: what its last run wrote (a lookup without a record, its
-        # result expired, finds nothing).
-        return str(record.get("status", "SUCCESSFUL")) if record is not None else ""
+        """What is known of a task (see :func:`dqadmin.tasks.state.task_info`)."""
+        return task_info(self.dq, self.results, result_id)
 
     def task_result(self, info: dict[str, Any]) -> TaskResult:
         """The framework's TaskResult of what :meth:`lookup` returned."""

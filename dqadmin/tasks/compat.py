@@ -7,7 +7,7 @@ Everything else in :mod:`dqadmin.tasks` imports the framework from here.
 from __future__ import annotations
 
 try:
-    from django.tasks import TaskResultStatus, task_backends
+    from django.tasks import TaskResultStatus, task, task_backends
     from django.tasks.backends.base import BaseTaskBackend
     from django.tasks.base import Task, TaskContext, TaskError, TaskResult
     from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
@@ -17,7 +17,7 @@ try:
     FRAMEWORK = "django.tasks"
 except ImportError:  # Django 5.2: the backport
     try:
-        from django_tasks import TaskResultStatus, task_backends
+        from django_tasks import TaskResultStatus, task, task_backends
         from django_tasks.backends.base import BaseTaskBackend
         from django_tasks.base import Task, TaskContext, TaskError, TaskResult
         from django_tasks.exceptions import InvalidTaskError as InvalidTask
@@ -44,6 +44,7 @@ __all__ = [
     "TaskResultDoesNotExist",
     "TaskResultStatus",
     "normalize_json",
+    "task",
     "task_backends",
     "task_enqueued",
     "task_finished",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dqadmin.consumers import Consumer, resolve_backoff
 from dqadmin.tasks.compat import TaskContext, normalize_json, task_finished, task_started
+from dqadmin.tasks.state import is_envelope, result_id_for
 from queuecore import Task as Delivery
 
 if TYPE_CHECKING:
@@ -52,12 +53,10 @@ class TaskExecutor:
         self.__qualname__ = f"{type(backend).__name__}[{backend.alias!r}]"
 
     def __call__(self, value: Any, task: Delivery) -> Any:
-        from dqadmin.tasks.backend import is_envelope
-
         if not is_envelope(value):
             raise TaskLoadError(f"{task.topic}#{task.id} is not a task message")
         backend = self.backend
-        result_id = f"{task.topic}:{task.id}:{value['token']}"
+        result_id = result_id_for(task.topic, task.id, value)
         earlier = backend.results.get(result_id) if task.attempts > 1 else None
         now = time.time()
         record: dict[str, Any] = {

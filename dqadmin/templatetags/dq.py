@@ -114,6 +114,31 @@ def compact(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@register.filter
+def preview(value: Any, limit: int = 100) -> str:
+    """A message value in a table cell: a task as ``name(args, key=value)``,
+    anything else as :func:`compact` JSON; cut to ``limit`` characters."""
+    from dqadmin.tasks.state import is_envelope
+
+    if not is_envelope(value):
+        return compact(value, limit)
+    return task_call(value, limit)
+
+
+@register.filter
+def task_call(info: Any, limit: int = 200) -> str:
+    """``send_email("a@example.com", subject="hi")`` of a task message or a
+    result record (its ``task``, ``args`` and ``kwargs``)."""
+
+    def one(v: Any) -> str:
+        return compact(v, 10_000)
+
+    args = [one(a) for a in info.get("args") or []]
+    args += [f"{k}={one(v)}" for k, v in (info.get("kwargs") or {}).items()]
+    text = f"{str(info.get('task', '?')).rsplit('.', 1)[-1]}({', '.join(args)})"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 @register.simple_tag(takes_context=True)
 def user_can_act(context: template.Context) -> bool:
     """Whether the request's user may act on the queues (staff with the

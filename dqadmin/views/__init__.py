@@ -9,6 +9,7 @@ page and, for an htmx request, the fragment of it that is polled
 - :mod:`~dqadmin.views.pages`: overview, topic, message (GET only).
 - :mod:`~dqadmin.views.actions`: requeue, delete, purge on a topic.
 - :mod:`~dqadmin.views.failed`: failed messages grouped by error.
+- :mod:`~dqadmin.views.tasks`: Django tasks and their results.
 - :mod:`~dqadmin.views.demo`: the demo producers.
 - :mod:`~dqadmin.views.api`: ``api/stats`` and ``metrics``.
 
@@ -28,10 +29,12 @@ from dqadmin.views.base import (
     PREVIEW_CHARS,
     can_act,
     dashboard_view,
+    pretty_value,
 )
 from dqadmin.views.demo import demo, demo_cancel, demo_job, demo_start
 from dqadmin.views.failed import _error_key, _group_id, failed, failed_requeue
-from dqadmin.views.pages import hexdump, message, message_raw, overview, pretty_value, topic
+from dqadmin.views.pages import hexdump, message, message_raw, overview, topic
+from dqadmin.views.tasks import task, tasks
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -59,5 +62,7 @@ __all__ = [
     "purge",
     "requeue",
     "requeue_failed",
+    "task",
+    "tasks",
     "topic",
 ]

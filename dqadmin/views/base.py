@@ -10,6 +10,8 @@ No view lives here.
 from __future__ import annotations
 
 import hmac
+import json
+import pprint
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -211,3 +213,18 @@ def poll_trigger(every: int, extra: str = "") -> str:
     visible (and ``extra`` holds), and refreshes at once when it shows again."""
     cond = "document.visibilityState === 'visible'" + (f" && {extra}" if extra else "")
     return f"every {every}s [{cond}], visibilitychange[{cond}] from:document"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(value)} bytes: {bytes(value[:64]).hex()}{'…' if len(value) > 64 else ''}>"
+    return repr(value)
+
+
+def pretty_value(value: Any) -> str:
+    """The decoded payload as indented JSON (or Python's repr when a key is
+    not a string or number)."""
+    try:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
+    except (TypeError, ValueError):
+        return pprint.pformat(value, width=100)

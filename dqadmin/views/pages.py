@@ -3,8 +3,6 @@ nothing here changes a message."""
 
 from __future__ import annotations
 
-import json
-import pprint
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +17,7 @@ from dqadmin.history import chart, history_for
 from dqadmin.jobs import jobs
 from dqadmin.queues import get_queues
 from dqadmin.stats import build_stats
+from dqadmin.tasks.state import is_envelope, result_id_for, results_store, task_info
 from dqadmin.views.base import (
     INTERVALS,
     MAX_HEX_BYTES,
@@ -36,8 +35,10 @@ from dqadmin.views.base import (
     parse_message_id,
     poll_interval,
     poll_trigger,
+    pretty_value,
 )
-from queuecore import Message
+from dqadmin.views.tasks import task_panel
+from queuecore import Message, Queues
 from queuecore.defaults import STATES
 
 
@@ -129,21 +130,6 @@ def topic(request: HtmxHttpRequest, topic: str) -> HttpResponse:
 # -- message ------------------------------------------------------------------
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(value)} bytes: {bytes(value[:64]).hex()}{'…' if len(value) > 64 else ''}>"
-    return repr(value)
-
-
-def pretty_value(value: Any) -> str:
-    """The decoded payload as indented JSON (or Python's repr when a key is
-    not a string or number)."""
-    try:
-        return json.dumps(value, indent=2, ensure_ascii=False, default=_json_default)
-    except (TypeError, ValueError):
-        return pprint.pformat(value, width=100)
-
-
 def hexdump(data: bytes) -> Iterator[tuple[str, str, str]]:
     """``(offset, hex, text)`` lines of 16 bytes, like ``hexdump -C``."""
     for start in range(0, len(data), 16):
@@ -182,8 +168,22 @@ def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespon
         "can_act": can_act(request),
         "now": time.time(),
         "full_url": f"{reverse('dqadmin:message', args=[topic, mid])}?full=1",
+        "task": _task_of(queues, topic, msg),
     }
     return render(request, "dqadmin/message.html", context)
+
+
+def _task_of(queues: Queues, topic: str, msg: Message) -> dict[str, Any] | None:
+    """A task message as a task: name, arguments, status, result."""
+    if msg.decode_error is not None or not is_envelope(msg.value):
+        return None
+    result_id = result_id_for(topic, msg.id, msg.value)
+    info = task_info(queues, results_store(queues), result_id)
+    if info is None:  # a completed task whose result expired
+        info = {**msg.value, "id": result_id, "status": "", "worker_ids": [], "errors": []}
+    info.setdefault("topic", topic)
+    info.setdefault("message_id", msg.id)
+    return task_panel(info)
 
 
 @dashboard_view()

@@ -19,6 +19,7 @@ from django.core.management.base import BaseCommand
 
 from dqadmin.demo.produce import produce
 from dqadmin.queues import get_queues
+from dqadmin.tasks import configured_task_consumers
 
 
 class Command(BaseCommand):
@@ -48,6 +49,11 @@ class Command(BaseCommand):
             threading.Thread(
                 target=produce, args=(get_queues(), options["demo"]), kwargs={"rate": 2.0}, daemon=True
             ).start()
+            if configured_task_consumers():
+                from dqadmin.demo.tasks import enqueue_demo_tasks
+
+                # A few Django tasks too, for the dashboard's Tasks page.
+                enqueue_demo_tasks(5)
 
         stopping = False
 
