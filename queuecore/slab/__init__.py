@@ -25,9 +25,10 @@ change and its undo record), ``recovery``, ``topic`` (one topic's files),
 named crash points of the reliability tests.
 
 This package re-exports what tests and tools read: the backend, the topic
-and slab classes, and the format's layouts and offsets. Tunables are read
-where they are used (``log.MAPPED_SLABS``, ``operations.PROMOTE_COST_FACTOR``,
-``recovery._BOOT``): patch them there.
+and slab classes, and the format's layouts and offsets. A module-level
+setting is read in the module that uses it (``log.MAPPED_SLABS``,
+``operations.PROMOTE_COST_FACTOR``, ``recovery._BOOT``): a patch must go
+there, not here (``MAPPED_SLABS`` is re-exported for reading only).
 """
 
 from __future__ import annotations
