@@ -61,6 +61,7 @@ stress: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/tasks.py
 
 clean:
 	rm -rf $(VENV) .venv-* var .pytest_cache .mypy_cache .ruff_cache dist build

@@ -25,8 +25,12 @@ def get_queues() -> Queues:
 
 
 def close_queues() -> None:
-    """Close every cached Queues (tests, shutdown)."""
+    """Close every cached Queues, and the task result stores beside them
+    (tests, shutdown)."""
+    from dqadmin.tasks.results import close_stores
+
     with _lock:
         for qs in _cache.values():
             qs.close()
         _cache.clear()
+    close_stores()

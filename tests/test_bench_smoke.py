@@ -27,3 +27,16 @@ def test_bench_quick_run_prints_a_table(tmp_path: Path) -> None:
     assert "| put |" in proc.stdout
     assert "## Targets of issue 7" in proc.stdout
     assert out.read_text().startswith("# dq benchmark results")
+
+
+def test_tasks_bench_quick_run_prints_a_table(tmp_path: Path) -> None:
+    out = tmp_path / "tasks.md"
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "tasks.py"), "--quick", "--only", "dq", "--n", "50",
+         "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| dq (slab, fsync per put: its default) |" in proc.stdout
+    assert out.read_text().startswith("# Django tasks backends, side by side")

@@ -64,7 +64,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "CONCURRENCY": 1,
 }
 
-def _utc(ts: float | None) -> dt.datetime | None:
+def utc(ts: float | None) -> dt.datetime | None:
     return None if ts is None else dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
@@ -212,17 +212,18 @@ class DQBackend(BaseTaskBackend):  # type: ignore[misc]
         """What is known of a task (see :func:`dqadmin.tasks.state.task_info`)."""
         return task_info(self.dq, self.results, result_id)
 
-    def task_result(self, info: dict[str, Any]) -> TaskResult:
-        """The framework's TaskResult of what :meth:`lookup` returned."""
-        task = self.load_task(info)
+    def task_result(self, info: dict[str, Any], task: Task | None = None) -> TaskResult:
+        """The framework's TaskResult of what :meth:`lookup` returned (for
+        ``task``, or the one its path names)."""
+        task = task if task is not None else self.load_task(info)
         result = TaskResult(
             task=task,
             id=info["id"],
             status=TaskResultStatus(info["status"]),
-            enqueued_at=_utc(info.get("enqueued_at")),
-            started_at=_utc(info.get("started_at")),
-            finished_at=_utc(info.get("finished_at")),
-            last_attempted_at=_utc(info.get("last_attempted_at")),
+            enqueued_at=utc(info.get("enqueued_at")),
+            started_at=utc(info.get("started_at")),
+            finished_at=utc(info.get("finished_at")),
+            last_attempted_at=utc(info.get("last_attempted_at")),
             args=info.get("args", []),
             kwargs=info.get("kwargs", {}),
             backend=self.alias,
@@ -248,6 +249,6 @@ class DQBackend(BaseTaskBackend):  # type: ignore[misc]
         if info.get("queue") and info["queue"] != found.queue_name:
             changes["queue_name"] = info["queue"]
         if info.get("run_after"):
-            changes["run_after"] = _utc(float(info["run_after"]))
+            changes["run_after"] = utc(float(info["run_after"]))
         task: Task = found.using(**changes)
         return task

@@ -111,9 +111,12 @@ class MemoryResultStore(ResultStore):
 class SqliteResultStore(ResultStore):
     """One SQLite file shared by every process of the machine."""
 
+    # WITHOUT ROWID: the id is the table's own key, so a write changes two
+    # b-trees (the table and the index by time), not three.
     SCHEMA = (
         "CREATE TABLE IF NOT EXISTS results ("
-        " id TEXT PRIMARY KEY, status TEXT NOT NULL, written REAL NOT NULL, data TEXT NOT NULL)",
+        " id TEXT PRIMARY KEY, status TEXT NOT NULL, written REAL NOT NULL, data TEXT NOT NULL)"
+        " WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS results_written ON results (written)",
     )
 
@@ -279,21 +282,36 @@ class RedisResultStore(ResultStore):
         self._client = None
 
 
-_memory: dict[str, MemoryResultStore] = {}
+_stores: dict[tuple[str, str], ResultStore] = {}
 _lock = threading.Lock()
 
 
 def store_for(queues: Queues, ttl: float) -> ResultStore:
-    """The result store of ``queues``' location (see the module docstring)."""
+    """The result store of ``queues``' location (see the module docstring),
+    one per location and process, its connections kept open."""
     location = queues.location
-    if location.startswith("memory://"):
-        with _lock:
-            found = _memory.get(location)
-            if found is None:
-                found = _memory[location] = MemoryResultStore(ttl)
-            found.ttl = float(ttl)
-            return found
-    if location.startswith(("redis://", "rediss://", "unix://")):
-        return RedisResultStore(location, str(queues.options.get("prefix", "dq")), ttl)
-    root = location.removeprefix("file://")
-    return SqliteResultStore(os.path.join(root, ".tasks", "results.sqlite3"), ttl)
+    prefix = str(queues.options.get("prefix", "dq"))
+    with _lock:
+        found = _stores.get((location, prefix))
+        if found is None:
+            if location.startswith("memory://"):
+                found = MemoryResultStore(ttl)
+            elif location.startswith(("redis://", "rediss://", "unix://")):
+                found = RedisResultStore(location, prefix, ttl)
+            else:
+                root = location.removeprefix("file://")
+                found = SqliteResultStore(os.path.join(root, ".tasks", "results.sqlite3"), ttl)
+            _stores[(location, prefix)] = found
+        found.ttl = float(ttl)
+        return found
+
+
+def close_stores() -> None:
+    """Close every store's connections and forget the stores (tests,
+    shutdown). Memory stores stay: like ``memory://`` queues, they live as
+    long as the process."""
+    with _lock:
+        for key, store in list(_stores.items()):
+            if not isinstance(store, MemoryResultStore):
+                store.close()
+                del _stores[key]

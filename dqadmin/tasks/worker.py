@@ -25,7 +25,16 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from dqadmin.consumers import Consumer, resolve_backoff
-from dqadmin.tasks.compat import TaskContext, normalize_json, task_finished, task_started
+from dqadmin.tasks.backend import utc
+from dqadmin.tasks.compat import (
+    TaskContext,
+    TaskError,
+    TaskResultStatus,
+    normalize_json,
+    task_finished,
+    task_started,
+)
+from dqadmin.tasks.results import ResultStore
 from dqadmin.tasks.state import is_envelope, result_id_for
 from queuecore import Task as Delivery
 
@@ -38,9 +47,15 @@ class TaskLoadError(Exception):
     import that fails): failed at once, since running it again cannot help."""
 
 
+_worker: tuple[int, str] = (0, "")
+
+
 def worker_id() -> str:
     """This process, as the framework's ``worker_ids`` name it."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    global _worker
+    if _worker[0] != os.getpid():  # a forked child is another worker
+        _worker = (os.getpid(), f"{socket.gethostname()}:{os.getpid()}")
+    return _worker[1]
 
 
 class TaskExecutor:
@@ -49,6 +64,8 @@ class TaskExecutor:
     def __init__(self, backend: DQBackend) -> None:
         self.backend = backend
         self.max_attempts = int(backend.settings["MAX_ATTEMPTS"])
+        # Tasks by (path, queue, run_after): import and validation once each.
+        self._tasks: dict[tuple[Any, ...], Any] = {}
         self.__module__ = type(backend).__module__
         self.__qualname__ = f"{type(backend).__name__}[{backend.alias!r}]"
 
@@ -56,8 +73,9 @@ class TaskExecutor:
         if not is_envelope(value):
             raise TaskLoadError(f"{task.topic}#{task.id} is not a task message")
         backend = self.backend
+        store = backend.results
         result_id = result_id_for(task.topic, task.id, value)
-        earlier = backend.results.get(result_id) if task.attempts > 1 else None
+        earlier = (store.get(result_id) or {}) if task.attempts > 1 else {}
         now = time.time()
         record: dict[str, Any] = {
             "id": result_id,
@@ -67,20 +85,20 @@ class TaskExecutor:
             "kwargs": value.get("kwargs", {}),
             "run_after": value.get("run_after"),
             "enqueued_at": task.enqueued_at,
-            "started_at": (earlier or {}).get("started_at") or now,
+            "started_at": earlier.get("started_at") or now,
             "last_attempted_at": now,
             "finished_at": None,
             "status": "RUNNING",
-            "worker_ids": [*(earlier or {}).get("worker_ids", []), worker_id()],
-            "errors": list((earlier or {}).get("errors", [])),
+            "worker_ids": [*earlier.get("worker_ids", []), worker_id()],
+            "errors": list(earlier.get("errors", [])),
         }
         try:
-            django_task = backend.load_task(record)
+            django_task = self._task(record)
         except Exception as exc:
-            self._end(record, exc, final=True, result=None)
+            self._end(store, record, exc, final=True, result=None)
             raise TaskLoadError(f"cannot load the task {value['task']!r}: {type(exc).__name__}: {exc}") from exc
-        backend.results.save(record)
-        result = backend.task_result({**record, "status": "RUNNING"})
+        store.save(record)
+        result = backend.task_result(record, django_task)
         task_started.send(type(backend), task_result=result)
         try:
             args, kwargs = record["args"], record["kwargs"]
@@ -90,36 +108,47 @@ class TaskExecutor:
                 returned = django_task.call(*args, **kwargs)
             return_value = normalize_json(returned)
         except Exception as exc:
-            self._end(record, exc, final=task.attempts >= self.max_attempts, result=result)
+            self._end(store, record, exc, final=task.attempts >= self.max_attempts, result=result)
             raise
         record.update(status="SUCCESSFUL", finished_at=time.time(), return_value=return_value)
-        backend.results.save(record)
-        self._update(result, record)
+        store.save(record)
+        _set(result, status=TaskResultStatus.SUCCESSFUL, finished_at=utc(record["finished_at"]),
+             _return_value=return_value)
         task_finished.send(type(backend), task_result=result)
         return return_value
 
-    def _end(self, record: dict[str, Any], exc: BaseException, final: bool, result: Any) -> None:
+    def _task(self, record: dict[str, Any]) -> Any:
+        key = (record["task"], record.get("queue"), record.get("run_after"))
+        found = self._tasks.get(key)
+        if found is None:
+            found = self._tasks[key] = self.backend.load_task(record)
+        return found
+
+    def _end(
+        self, store: ResultStore, record: dict[str, Any], exc: BaseException, final: bool, result: Any
+    ) -> None:
         kind = type(exc)
-        record["errors"].append(
-            {
-                "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
-                "traceback": "".join(traceback.format_exception(exc)),
-            }
-        )
+        error = {
+            "exception_class_path": f"{kind.__module__}.{kind.__qualname__}",
+            "traceback": "".join(traceback.format_exception(exc)),
+        }
+        record["errors"].append(error)
         # A run that raised is the task's end only if no other run follows.
         record.update(status="FAILED" if final else "READY", finished_at=time.time() if final else None)
-        self.backend.results.save(record)
+        store.save(record)
         if result is not None:
-            self._update(result, record)
+            result.errors.append(TaskError(**error))
+            _set(result, status=TaskResultStatus(record["status"]), finished_at=utc(record["finished_at"]))
             if final:
                 # Sent inside the except block, as the framework's own
                 # backends do: its log handler reads the exception from there.
                 task_finished.send(type(self.backend), task_result=result)
 
-    def _update(self, result: Any, record: dict[str, Any]) -> None:
-        fresh = self.backend.task_result(record)
-        for name in ("status", "finished_at", "errors", "_return_value", "worker_ids", "last_attempted_at"):
-            object.__setattr__(result, name, getattr(fresh, name))
+
+def _set(result: Any, **changes: Any) -> None:
+    # TaskResult is frozen: the framework's own backends change it this way.
+    for name, value in changes.items():
+        object.__setattr__(result, name, value)
 
 
 def task_consumers(backend: DQBackend) -> list[Consumer]:
