@@ -148,6 +148,10 @@ def test_wheel_and_sdist_carry_the_app(dist: tuple[Path, Path]) -> None:
         "dqadmin/migrations/0001_queue_access_permission.py",
         "queuecore/py.typed",
         "queuecore/cli.py",
+        "queuecore/slab/backend.py",
+        "queuecore/lua/take.lua",
+        "dqadmin/tasks/backend.py",
+        "dqadmin/templates/dqadmin/tasks.html",
     ):
         assert needed in names, needed
     # The bundled site, the tests and the benchmarks stay in the repository.
