@@ -115,6 +115,21 @@ def compact(value: Any, limit: int = 100) -> str:
 
 
 @register.filter
+def renewed(lease: Any, visibility_timeout: Any) -> float | None:
+    """When a lease was last taken or extended: the backend's record of it
+    (Redis), else its deadline less the visibility timeout (what a take and
+    ``runconsumers``' keep-alive set it to)."""
+    if lease is None:
+        return None
+    if getattr(lease, "extended_at", None):
+        return float(lease.extended_at)
+    try:
+        return float(lease.deadline) - float(visibility_timeout)
+    except (TypeError, ValueError):
+        return None
+
+
+@register.filter
 def preview(value: Any, limit: int = 100) -> str:
     """A message value in a table cell: a task as ``name(args, key=value)``,
     anything else as :func:`compact` JSON; cut to ``limit`` characters."""

@@ -8,6 +8,7 @@ page and, for an htmx request, the fragment of it that is polled
 - :mod:`~dqadmin.views.base`: access, errors and parameters, shared by all.
 - :mod:`~dqadmin.views.pages`: overview, topic, message (GET only).
 - :mod:`~dqadmin.views.actions`: requeue, delete, purge on a topic.
+- :mod:`~dqadmin.views.bulk`: requeue, delete or move a filter's matches; edit and resend.
 - :mod:`~dqadmin.views.failed`: failed messages grouped by error.
 - :mod:`~dqadmin.views.tasks`: Django tasks and their results.
 - :mod:`~dqadmin.views.demo`: the demo producers.
@@ -31,6 +32,7 @@ from dqadmin.views.base import (
     dashboard_view,
     pretty_value,
 )
+from dqadmin.views.bulk import bulk, resend
 from dqadmin.views.demo import demo, demo_cancel, demo_job, demo_start
 from dqadmin.views.failed import _error_key, _group_id, failed, failed_requeue
 from dqadmin.views.pages import hexdump, message, message_raw, overview, topic
@@ -44,6 +46,7 @@ __all__ = [
     "_error_key",
     "_group_id",
     "api_stats",
+    "bulk",
     "can_act",
     "dashboard_view",
     "delete",
@@ -62,6 +65,7 @@ __all__ = [
     "purge",
     "requeue",
     "requeue_failed",
+    "resend",
     "task",
     "tasks",
     "topic",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.http import HttpResponse, HttpResponseRedirect
@@ -14,6 +15,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from dqadmin.queues import get_queues
+from dqadmin.search import Filter, FilterError
 from dqadmin.views.base import (
     FAILED_SCAN_LIMIT,
     BadParameter,
@@ -56,14 +58,22 @@ def _failed_messages(queues: Queues, topic: str, limit: int | None) -> Iterator[
 @dashboard_view()
 @require_GET
 def failed(request: HtmxHttpRequest) -> HttpResponse:
-    """Failed messages of every topic, grouped by their last error."""
+    """Failed messages of every topic, grouped by their last error; with a
+    search (``q``, ``min_attempts``, ``max_attempts``, ``since``, ``until``,
+    as on a topic's page), only those that match."""
     queues = get_queues()
+    try:
+        flt = Filter.from_params(request.GET, "failed")
+    except FilterError as exc:
+        raise BadParameter(str(exc)) from None
     groups: dict[str, dict[str, Any]] = {}
     capped: list[str] = []
     for name in queues.topics():
         seen = 0
         for msg in _failed_messages(queues, name, FAILED_SCAN_LIMIT):
             seen += 1
+            if not flt.matches(msg):
+                continue
             key = _error_key(msg)
             group = groups.get(key)
             if group is None:
@@ -96,6 +106,8 @@ def failed(request: HtmxHttpRequest) -> HttpResponse:
             "total": sum(g["count"] for g in ordered),
             "capped": capped,
             "scan_limit": FAILED_SCAN_LIMIT,
+            "filter": flt,
+            "bulk_query": urlencode({"state": "failed", **flt.params}),
             "can_act": can_act(request),
         },
     )
@@ -105,8 +117,13 @@ def failed(request: HtmxHttpRequest) -> HttpResponse:
 @require_POST
 def failed_requeue(request: HtmxHttpRequest) -> HttpResponse:
     """Requeue every failed message (of every topic, or of ``topic``) whose
-    last error falls in the group ``group`` of the failed page."""
+    last error falls in the group ``group`` of the failed page, and that
+    matches the page's search if it had one."""
     queues = get_queues()
+    try:
+        flt = Filter.from_params(request.POST, "failed")
+    except FilterError as exc:
+        raise BadParameter(str(exc)) from None
     group = request.POST.get("group", "")
     if len(group) != 16 or any(c not in "0123456789abcdef" for c in group):
         raise BadParameter("group must be a group id from the failed page")
@@ -114,7 +131,10 @@ def failed_requeue(request: HtmxHttpRequest) -> HttpResponse:
     names = [existing_topic(queues, only)] if only else queues.topics()
     count = 0
     for name in names:
-        matching = [m.id for m in _failed_messages(queues, name, None) if _group_id(_error_key(m)) == group]
+        matching = [
+            m.id for m in _failed_messages(queues, name, None)
+            if _group_id(_error_key(m)) == group and flt.matches(m)
+        ]
         for mid in matching:
             try:
                 queues.requeue(name, mid)
@@ -122,4 +142,5 @@ def failed_requeue(request: HtmxHttpRequest) -> HttpResponse:
             except MessageNotFound:
                 pass
     flash(request, messages.SUCCESS, f"Requeued {count} failed message{'s' if count != 1 else ''}.")
-    return HttpResponseRedirect(reverse("dqadmin:failed"))
+    back = reverse("dqadmin:failed")
+    return HttpResponseRedirect(f"{back}?{urlencode(flt.params)}" if flt.active else back)

@@ -16,6 +16,7 @@ from django.views.decorators.http import require_GET
 from dqadmin.history import chart, history_for
 from dqadmin.jobs import jobs
 from dqadmin.queues import get_queues
+from dqadmin.search import SEARCH_BUDGET, Filter, FilterError, Scan, scan
 from dqadmin.stats import build_stats
 from dqadmin.tasks.state import is_envelope, result_id_for, results_store, task_info
 from dqadmin.views.base import (
@@ -81,23 +82,38 @@ def _browse_params(request: HttpRequest) -> tuple[str | None, int | None, int]:
 @require_GET
 def topic(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     """One topic: counters, chart and the message browser (state, after and
-    limit in the URL, keyset paging by id)."""
+    limit in the URL, keyset paging by id); with a search (``q``,
+    ``min_attempts``, ``max_attempts``, ``since``, ``until``), the messages
+    that match, from a scan of at most SEARCH_BUDGET messages a page."""
     queues = get_queues()
     existing_topic(queues, topic)
     every = poll_interval(request)
     state, after, limit = _browse_params(request)
+    try:
+        flt = Filter.from_params(request.GET, state)
+    except FilterError as exc:
+        raise BadParameter(str(exc)) from None
     stats = build_stats(queues)
     row = stats["topics"].get(topic)
     if row is None:  # purged and gone between the two reads
         raise NotFound(f"no topic {topic!r}")
-    found = queues.messages(topic, state=state, after=after, limit=limit + 1)
-    page, more = found[:limit], len(found) > limit
+    search: Scan | None = None
+    if flt.active:
+        search = scan(queues, topic, flt, after, limit, SEARCH_BUDGET)
+        page, more = search.rows, not search.exhausted
+        next_after = search.last_id
+    else:
+        found = queues.messages(topic, state=state, after=after, limit=limit + 1)
+        page, more = found[:limit], len(found) > limit
+        next_after = page[-1].id if page else None
     base = reverse("dqadmin:topic", args=[topic])
-    query = {"state": state or "all", "limit": limit, "every": every}
+    query = {"state": state or "all", "limit": limit, "every": every, **flt.params}
 
     def link(**changes: Any) -> str:
         params = {**query, **changes}
         return f"{base}?{urlencode({k: v for k, v in params.items() if v is not None})}"
+
+    in_state = sum(int(row.get(s, 0)) for s in ([state] if state else ["ready", "delayed", "in_progress", "failed"]))
 
     context = {
         "topic": topic,
@@ -109,16 +125,22 @@ def topic(request: HtmxHttpRequest, topic: str) -> HttpResponse:
         "states": ["all", *STATES],
         "after": after,
         "limit": limit,
-        "next_url": link(after=page[-1].id) if more and page else None,
+        "next_url": link(after=next_after) if more and next_after else None,
+        "search": search,
+        "filter": flt,
+        "in_state": in_state,
+        "bulk_query": urlencode({"state": state or "all", **flt.params}),
         "first_url": link(after=None) if after else None,
         "self_url": link(after=after),
         "state_urls": {s: link(state=s, after=None) for s in ["all", *STATES]},
+        "clear_url": f"{base}?{urlencode({'state': state or 'all'})}",
         "every": every,
         "intervals": INTERVALS,
         "trigger": poll_trigger(every),
         "table_trigger": poll_trigger(every, "!document.querySelector('#messages input.pick:checked')"),
         "can_act": can_act(request),
         "now": stats["generated_at"],
+        "visibility_timeout": queues.options.get("visibility_timeout"),
     }
     if request.htmx:
         if request.htmx.target == "messages":
@@ -167,6 +189,7 @@ def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespon
         "errors": list(reversed(msg.errors)),
         "can_act": can_act(request),
         "now": time.time(),
+        "visibility_timeout": queues.options.get("visibility_timeout"),
         "full_url": f"{reverse('dqadmin:message', args=[topic, mid])}?full=1",
         "task": _task_of(queues, topic, msg),
     }
