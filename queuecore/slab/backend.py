@@ -334,11 +334,39 @@ class SlabBackend(Backend):
             return []
         return [n for n in names if not n.startswith(".") and os.path.exists(os.path.join(self.root, n, "meta"))]
 
+    def _look(self, t: _Topic) -> bool:
+        """Before counts or messages are read (stats, info, messages, peek):
+        delayed retries that came due, and leases that ended, so that the
+        messages of a holder that closed or died show as ready without a
+        take (lock held). Skipped, as a take's look is, while no deadline
+        passed and no owner went; the owner files are probed at most every
+        RECLAIM_INTERVAL by these calls (see leases_may_have_ended), and
+        while the earliest deadline is not known (the look would read the
+        log) it runs at most that often too. Whether waiting takers should
+        be woken."""
+        m = t.meta
+        self._promote(t)
+        if m.in_progress <= 0:
+            return False
+        now = _now()
+        if not m.lease_min and 0 <= now - m.last_reclaim < RECLAIM_INTERVAL:
+            return False
+        # A look skipped here is not noted as the last look (takes would
+        # skip theirs on the word of owner probes up to RECLAIM_INTERVAL old).
+        if not self.owners.leases_may_have_ended(t, now, recent=RECLAIM_INTERVAL):
+            return False
+        before = int(m.in_progress)
+        self._reclaim(t)
+        return bool(m.in_progress < before and m.waiters > 0)
+
     def stats(self, topic: str) -> dict[str, int]:
         t = self._get(topic)
         with t.locked():
-            self._promote(t)
-            return browse.counts(t)
+            wake = self._look(t)
+            counts = browse.counts(t)
+        if wake:
+            _wake.ring(t.bell_fd)
+        return counts
 
     def info(self, topic: str) -> dict[str, Any]:
         t = self._topic(topic, create=False)
@@ -346,8 +374,11 @@ class SlabBackend(Backend):
             return {"bytes": 0, "dropped": 0, "oldest_ready_at": None}
         size = browse.bytes_used(t)
         with t.locked():
+            wake = self._look(t)
             oldest = browse.oldest_ready_at(t)
             dropped = int(t.meta.dropped)
+        if wake:
+            _wake.ring(t.bell_fd)
         return {"bytes": size, "dropped": dropped, "oldest_ready_at": oldest}
 
     def messages(self, topic: str, state: str | None, after: int | None, limit: int) -> list[Record]:
@@ -356,17 +387,23 @@ class SlabBackend(Backend):
             return []
         states = {state} if state else {"ready", "delayed", "in_progress", "failed"}
         with t.locked():
-            self._promote(t)
-            return [browse.record(e, s, self.owners) for e, s in browse.scan(t, states, after or 0, limit)]
+            wake = self._look(t)
+            out = [browse.record(e, s, self.owners) for e, s in browse.scan(t, states, after or 0, limit)]
+        if wake:
+            _wake.ring(t.bell_fd)
+        return out
 
     def peek(self, topic: str, id: int) -> Record:
         t = self._topic(topic, create=False)
         if t is None:
             raise MessageNotFound(topic, id)
         with t.locked():
-            self._promote(t)
+            wake = self._look(t)
             e, state = browse.find(t, id)
-            return browse.record(e, state, self.owners)
+            record = browse.record(e, state, self.owners)
+        if wake:
+            _wake.ring(t.bell_fd)
+        return record
 
     def check(self, fix: bool) -> dict[str, Any]:
         return check_topics(self, fix)

@@ -20,6 +20,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from queuecore.slab.format import MAIN, OP_RECLAIM, READY, TAKEN, _now, _set_head
@@ -44,6 +45,7 @@ class _Owners:
         self.fd = -1  # its owner file, locked
         self._lock = threading.Lock()
         self._seen: dict[int, bool] = {}  # owner -> alive, found since the last reclaim
+        self._all_held_at = -math.inf  # monotonic time of the last probe that found every owner held
 
     def mine(self) -> int:
         """This process's owner id, made (with its file) at the first call."""
@@ -93,6 +95,7 @@ class _Owners:
                 pass
         self.fd, self.id = -1, 0
         self._lock = threading.Lock()
+        self._all_held_at = -math.inf
 
     def close(self) -> None:
         """This process stops being an owner. Leases still held are ended by
@@ -184,17 +187,34 @@ class _Owners:
             return False
 
     # -- ended leases ------------------------------------------------------------
-    def leases_may_have_ended(self, t: _Topic, now: float) -> bool:
+    def leases_may_have_ended(self, t: _Topic, now: float, recent: float = 0.0) -> bool:
         """Whether the look for ended leases (a scan of the main log from its
         head, which a lease held long at the head of a big backlog makes
         slow) can find anything: a deadline passed, or an owner is gone since
         the last look. An owner that dies leaves its file unlocked until
         someone sees it; whoever sees it (or an owner closing) counts it in
         .owners/gone before deleting the file, so the file or the count
-        tells. Read in that order: a file deleted is already counted."""
+        tells. Read in that order: a file deleted is already counted.
+
+        ``recent``: a probe of the owner files that found every one held
+        less than this many seconds ago stands in for a new one (the count
+        is read every time, so an owner that closes is seen at once, one
+        that was killed at most ``recent`` seconds late). stats() passes it:
+        the dashboard asks for every topic every second, and one listing and
+        one probe per owner serve them all."""
         m = t.meta
         if not m.lease_min or now >= m.lease_min:
             return True
+        if not recent or not 0 <= time.monotonic() - self._all_held_at < recent:
+            probed_at = time.monotonic()
+            if self._an_owner_file_is_not_held():
+                return True
+            self._all_held_at = probed_at
+        return bool(self.gone_count() != m.reclaim_gone)
+
+    def _an_owner_file_is_not_held(self) -> bool:
+        """Whether another owner's file is there and not held (or cannot be
+        probed); one found dead is counted and deleted on the way."""
         try:
             names = os.listdir(self.folder)
         except OSError:
@@ -213,7 +233,7 @@ class _Owners:
             # make every later look a scan); then this topic looks.
             if self.probe(os.path.join(self.folder, name)) not in (_OWNER_ALIVE, _OWNER_MISSING):
                 return True
-        return bool(self.gone_count() != m.reclaim_gone)
+        return False
 
     def reclaim(self, t: _Topic) -> None:
         """Leases whose owner died (its flock is gone) or whose deadline
