@@ -41,6 +41,7 @@ from queuecore.slab.operations import (
     append_ready,
     claim,
     delete_message,
+    extend_locked,
     promote,
     purge_messages,
     requeue_failed_messages,
@@ -304,6 +305,20 @@ class SlabBackend(Backend):
         if wake:
             _wake.ring(t.bell_fd)
         self._after_write(t, op, self.fsync_take)
+        return ok
+
+    def extend(self, topic: str, token: Any, seconds: float) -> bool:
+        t = self._get(topic)
+        with t.locked():
+            ok, wake, op = extend_locked(t, token, seconds, self.owners.id)
+            if op and self.fsync_take:
+                t.dirty(MAIN, token[0])
+        if wake:
+            _wake.ring(t.bell_fd)
+        if op:
+            # Synced as a settle is: after a power loss, a lease back at its
+            # old deadline would end early and its message be delivered twice.
+            self._after_write(t, op, self.fsync_take)
         return ok
 
     def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:

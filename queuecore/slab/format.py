@@ -45,6 +45,11 @@ IMMUTABLE = struct.Struct("<IIIQdd")  # the same without the crc, for computing 
 MUT = struct.Struct("<B3xIQQdI")  # status attempts owner token deadline mcrc
 MUT_BODY = struct.Struct("<B3xIQQd")
 MUT_SIZE = MUT.size
+# The end of the mutable part, 16 bytes from byte 64: the deadline, the
+# mutable part's CRC, and the header's last four bytes (unused). A lease
+# extended rewrites these alone, in one copy (see slabfile._set_deadline).
+LEASE_END = struct.Struct("<dI4s")
+LEASE_END_OFF = 24  # from MUT_OFF
 # The struct calls of the put, take and complete paths, as plain functions:
 # CPython compiles a method call on a name that a module imported as the
 # load of a module's attribute, which makes a bound method at every call.
@@ -172,7 +177,7 @@ MUTEX_OFF = 3072  # the topic's lock, when a process-shared mutex (see _mutex)
 LOCK_KIND_OFF = MUTEX_OFF + _mutex.SIZE  # _mutex.KIND there if so, else zeros
 assert ctypes.sizeof(_Meta) <= META_HDR <= INTENT_OFF
 # What a change is about, as the undo record names it.
-OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER = range(1, 8)
+OP_PUT, OP_COMPLETE, OP_RETRY, OP_FAIL, OP_RECLAIM, OP_MOVE, OP_OTHER, OP_EXTEND = range(1, 9)
 
 
 def _slab_name(log: int, seq: int) -> str:

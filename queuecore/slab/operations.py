@@ -1,10 +1,11 @@
 """The message operations: each is one change of a topic, or a few, made
 with its lock held. A put appends ready entries; a take leases the entry
-at the cursor (or the next ready ones); a complete marks its entry done; a
-retry, a failure, a promotion of a delayed retry, a reclaim and a requeue
-append a copy to the log it goes to and mark the old entry moved (a crash
-between the two leaves a duplicate, never a loss); a delete or a purge
-marks entries moved. Counters change in the same change as the entries.
+at the cursor (or the next ready ones); an extend gives a lease a new
+deadline; a complete marks its entry done; a retry, a failure, a promotion
+of a delayed retry, a reclaim and a requeue append a copy to the log it
+goes to and mark the old entry moved (a crash between the two leaves a
+duplicate, never a loss); a delete or a purge marks entries moved.
+Counters change in the same change as the entries.
 
 Takes no lock, syncs nothing and rings no bell: the backend does those
 around the call, as the fsync options and the waiters say.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import random
 import time
+import zlib
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -31,6 +33,7 @@ from queuecore.slab.format import (
     MOVED,
     MUT_OFF,
     OP_COMPLETE,
+    OP_EXTEND,
     OP_FAIL,
     OP_MOVE,
     OP_OTHER,
@@ -44,7 +47,7 @@ from queuecore.slab.format import (
     _unowned_mut,
     _unpack_mut,
 )
-from queuecore.slab.slabfile import _check_entry, _Entry, _Slab
+from queuecore.slab.slabfile import _check_entry, _Entry, _set_deadline, _Slab
 
 if TYPE_CHECKING:
     from queuecore.slab.topic import _Topic
@@ -267,6 +270,39 @@ def settle_locked(t: _Topic, token: Any, outcome: str, delay: float, error: dict
         # Room was made: wake puts waiting under max_queue_size.
         return True, m.room_waiters > 0, int(m.op_seq)
     return _settle_entry(t, _Entry(slab, off), outcome, delay, error, now)
+
+
+def extend_locked(t: _Topic, token: Any, seconds: float, owner_id: int) -> tuple[bool, bool, int]:
+    """Give the lease ``token`` of this process (``owner_id``) a deadline
+    ``seconds`` from now, lock held, if it is still that lease and its
+    deadline has not passed; a lease found run out goes to the next taker
+    at once, as a settle's does. Returns (extended, wake someone, the op
+    number of the change made or 0 if none)."""
+    seq, off, tok = token
+    slab = t.slab(MAIN, seq)
+    if slab is None or off + HEADER_SIZE > slab.size:
+        return False, False, 0
+    status, _attempts, owner, token_now, deadline, mcrc = _unpack_mut(slab.mm, off + MUT_OFF)
+    if status != TAKEN or token_now != tok or owner != owner_id:
+        return False, False, 0
+    if zlib.crc32(slab.mv[off + MUT_OFF : off + MUT_OFF + 32]) != mcrc:
+        return False, False, 0  # a damaged status reads as ready: no lease to keep
+    m = t.meta
+    now = _now()
+    if not deadline > now:
+        move(t, _Entry(slab, off), MAIN, OP_RECLAIM)
+        return False, m.waiters > 0, int(m.op_seq)
+    until = now + seconds
+    with t.change(OP_EXTEND, slab, off):
+        _set_deadline(slab, off, until)
+        if CRASH_AT:
+            crash("extend.after_write")
+        # The earliest deadline lets looks for ended leases be skipped
+        # until it passes: an earlier one must lower it (0, not known,
+        # stays 0). A later one leaves it low, which costs one look.
+        if until < m.lease_min:
+            m.lease_min = until
+    return True, False, int(m.op_seq)
 
 
 def _settle_entry(t: _Topic, e: _Entry, outcome: str, delay: float,

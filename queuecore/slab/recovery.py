@@ -28,6 +28,7 @@ from queuecore.slab.format import (
     META_MAGIC,
     MOVED,
     OP_COMPLETE,
+    OP_EXTEND,
     OP_FAIL,
     OP_MOVE,
     OP_RECLAIM,
@@ -42,6 +43,7 @@ from queuecore.slab.slabfile import (
     _disk_error,
     _Entry,
     _fsync_dir,
+    _mend_deadline,
     _Slab,
     _write_skip,
 )
@@ -134,6 +136,8 @@ def recover_crash(t: _Topic) -> None:
         elif op == OP_RETRY:
             t.meta.retried += 1
     elif slab is not None and off + HEADER_SIZE <= slab.size:
+        if op == OP_EXTEND:
+            _mend_deadline(slab, off)  # its holder, the lease's owner, died: it ends at the next look
         e = _Entry(slab, off)
         if op in (OP_RETRY, OP_RECLAIM, OP_FAIL, OP_MOVE) and e.status != MOVED and any(
             mid == e.id for _, mid in adopted

@@ -1,9 +1,10 @@
 """One slab file, mapped: opening it (its header checked, tolerating one
 damaged copy of the salt), creating it (reserved, renamed into place,
 synced), and the entries in it: reading one, checking its CRC, finding the
-next sound one after damage, and the skip records that mark damage stepped
-over. Also the two system-call helpers every part uses (a folder's fsync,
-an OSError as a queuecore error).
+next sound one after damage, the skip records that mark damage stepped
+over, and a lease's new deadline (written so that a kill never tears it
+from its CRC, and mended if a copy did). Also the two system-call helpers
+every part uses (a folder's fsync, an OSError as a queuecore error).
 
 One file at a time: nothing here knows the logs, the meta file, the lock
 or the counters, and nothing here decides when a slab is made or deleted.
@@ -12,6 +13,7 @@ or the counters, and nothing here decides when a slab is made or deleted.
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import secrets
@@ -27,12 +29,15 @@ from queuecore.slab.format import (
     ENTRY_MAGIC,
     ENTRY_MAGIC_BYTES,
     HEADER_SIZE,
+    LEASE_END,
+    LEASE_END_OFF,
     MUT_OFF,
     READY,
     SKIP_MAGIC,
     SLAB_HEADER_SIZE,
     SLAB_MAGIC,
     STATUS_NAMES,
+    TAKEN,
     _align,
     _header_crc,
     _hint_crc,
@@ -245,6 +250,39 @@ class _Entry:
             status, self.attempts if attempts is None else attempts, owner, token, deadline
         )
         self.status = status
+
+
+def _set_deadline(slab: _Slab, off: int, deadline: float) -> None:
+    """Give the lease of the entry at ``off`` a new deadline. Only the last
+    16 bytes of the header change (the deadline, the CRC of the mutable
+    part, and four unused bytes written back as they are), in one copy:
+    glibc's memcpy moves 16 bytes with whole 16-byte stores, so a process
+    killed around it leaves the old deadline with its CRC or the new one
+    with its own. A copy that tore them apart is mended by recovery
+    (``_mend_deadline``): status, attempts, owner and token are not written."""
+    base = off + MUT_OFF
+    end = base + LEASE_END_OFF
+    body = bytearray(slab.mv[base:end])
+    body += struct.pack("<d", deadline)
+    slab.mm[end : end + LEASE_END.size] = LEASE_END.pack(
+        deadline, zlib.crc32(body), slab.mm[end + 12 : end + 16]
+    )
+
+
+def _mend_deadline(slab: _Slab, off: int) -> bool:
+    """After a holder died extending the lease at ``off``: if the mutable
+    part fails its CRC (a ``_set_deadline`` whose copy tore), give it the
+    CRC of what it holds, with the deadline as found (the new one when the
+    copy wrote the deadline before the CRC; 0, passed, if it is no number).
+    The fields an extend does not write are as the take left them, and the
+    owner died with the holder, so the lease ends at the next look either
+    way; mended, it reads as that lease, not as damage. Whether it mended."""
+    e = _check_entry(slab, off, slab.size)
+    if e is None or e.mut_ok or slab.mm[off + MUT_OFF] != TAKEN:
+        return False
+    (deadline,) = struct.unpack_from("<d", slab.mm, off + MUT_OFF + LEASE_END_OFF)
+    _set_deadline(slab, off, deadline if math.isfinite(deadline) else 0.0)
+    return True
 
 
 def _check_entry(slab: _Slab, off: int, end: int) -> _Entry | None:

@@ -1,8 +1,8 @@
 """The engine's named crash points (``DQ_CRASH_AT``), hit again and again
 inside running producers and consumers on one directory, then checked with
 the ledger: a crash before a put returned never leaves a half message, a
-crash after it never loses the message, a crash in a settle or a move never
-loses or duplicates beyond what the dead consumer held.
+crash after it never loses the message, a crash in a settle, a move or an
+extend never loses or duplicates beyond what the dead consumer held.
 
 A worker arms the point after a random number of its operations (it calls
 ``queuecore.slab.crashpoints.arm``, which arms what DQ_CRASH_AT arms), so each
@@ -43,6 +43,7 @@ SETTLE_POINTS = [
     "slab.before_delete",
     "move.after_append",
     "move.after_status",
+    "extend.after_write",
 ]
 STRESS_REPEATS = int(os.environ.get("DQ_STRESS_CRASH_REPEATS", "12"))
 
@@ -72,7 +73,7 @@ def crash_campaign(tmp_path: Path, repeats: int, seed: int) -> dict[str, int]:
                         mid = qs.put("rel", make_value(key, payload_size(rng) % 1500, rng))
                         puts.write("ack", "rel", mid, key)
                 m = fleet.add(f"c{i}-{point}", "consume", topics=["rel"], batch=rng.choice([1, 3]),
-                              retry_rate=0.3, fail_rate=0.15, retry_delay=0.0,
+                              retry_rate=0.3, fail_rate=0.15, retry_delay=0.0, extend_rate=0.3,
                               crash_at=point, crash_after=rng.randrange(0, 10))
             fleet.start(m)
             rc = fleet.wait(m)

@@ -7,8 +7,9 @@ project root on PYTHONPATH). Each writes its ledger (see ledger.py).
   ``count`` puts); ``try`` before each put, ``ack`` after it returned.
 - consume: take from ``topics``; mostly handle and complete (``got`` before
   ``complete``, ``done``/``lost`` after), sometimes retry or fail
-  (``retry_rate``, ``fail_rate``); ends when the ``drain`` file exists and
-  nothing is ready or delayed.
+  (``retry_rate``, ``fail_rate``), and extends some leases first
+  (``extend_rate``); ends when the ``drain`` file exists and nothing is
+  ready or delayed.
 - admin: until the ``drain`` file exists, peek and requeue random messages of
   ``topic``, requeue its failed ones, purge ``purge_topic`` (writing how many
   purge removed) and run ``check()`` (a problem is written to the ledger).
@@ -101,6 +102,8 @@ def consume(qs: Queues, a: dict[str, Any], led: LedgerFile, rng: random.Random) 
             for t in tasks:
                 _arm(a, n)
                 n += 1
+                if a.get("extend_rate") and rng.random() < a["extend_rate"]:
+                    t.extend()  # a long handler keeps its lease (none runs out here)
                 key = value_key(t.value)
                 r = rng.random()
                 if topic not in plain and t.attempts < 3 and r < fail_rate:
