@@ -1,7 +1,10 @@
 """The memory backend: every primitive of the contract, in one process's memory.
 
 For tests and examples. Nothing survives the process; several ``Queues``
-objects in one process that name the same ``memory://name`` share it.
+objects in one process that name the same ``memory://name`` share it. Each
+is an owner of its own, as each process is on slab files: its ``close()``
+gives back the leases it holds (ready at once), as a holder that exits or
+dies does there, so one process can play a holder that goes away.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class _Store:
 _stores: dict[str, _Store] = {}
 _stores_lock = threading.Lock()
 _tokens = itertools.count(1)
+_owners = itertools.count(1)  # one owner per MemoryBackend object
 
 
 class MemoryBackend(Backend):
@@ -64,7 +68,7 @@ class MemoryBackend(Backend):
         opts = {**DEFAULTS, **options}
         self.max_queue_size: int | None = opts["max_queue_size"]
         self.visibility_timeout = float(opts["visibility_timeout"])
-        self.owner = f"{os.uname().nodename}:{os.getpid()}"
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{next(_owners)}"
         with _stores_lock:
             self._store = _stores.setdefault(name, _Store())
         self._cond = self._store.lock
@@ -109,6 +113,12 @@ class MemoryBackend(Backend):
                 else:
                     nxt = e.lease.deadline if nxt is None else min(nxt, e.lease.deadline)
         return nxt
+
+    def _holds(self, e: _Entry, token: int) -> bool:
+        """Whether ``e`` is leased to this object under ``token``."""
+        return e.state == "in_progress" and e.token == token and (
+            e.lease is None or e.lease.owner == self.owner
+        )
 
     def _record(self, e: _Entry) -> Record:
         return Record(
@@ -213,7 +223,7 @@ class MemoryBackend(Backend):
         with self._cond:
             t = self._topic(topic)
             e = t.entries.get(mid)
-            if e is None or e.state != "in_progress" or e.token != tok:
+            if e is None or not self._holds(e, tok):
                 return False
             if e.lease is not None and e.lease.deadline <= time.time():
                 self._make_ready(t, e)  # expired: it belongs to the next taker
@@ -237,6 +247,24 @@ class MemoryBackend(Backend):
             self._cond.notify_all()
             return True
 
+    def extend(self, topic: str, token: Any, seconds: float) -> bool:
+        mid, tok = token
+        with self._cond:
+            t = self._store.topics.get(topic)
+            e = t.entries.get(mid) if t else None
+            if t is None or e is None or e.lease is None or not self._holds(e, tok):
+                return False
+            now = time.time()
+            if e.lease.deadline <= now:
+                self._make_ready(t, e)  # expired: it belongs to the next taker
+                self._cond.notify_all()
+                return False
+            e.lease = Lease(self.owner, now + seconds)
+            # A waiting take sleeps until the next lease ends: an earlier
+            # end must wake it to count again.
+            self._cond.notify_all()
+            return True
+
     def topics(self) -> list[str]:
         with self._cond:
             return list(self._store.topics)
@@ -257,6 +285,7 @@ class MemoryBackend(Backend):
             t = self._store.topics.get(topic)
             if t is None:  # looking never creates a topic
                 return {"bytes": 0, "dropped": 0, "oldest_ready_at": None}
+            self._housekeep(t)
             oldest = next(iter(t.ready), None)
             return {
                 "bytes": sum(len(e.payload) for e in t.entries.values()),
@@ -279,6 +308,9 @@ class MemoryBackend(Backend):
 
     def peek(self, topic: str, id: int) -> Record:
         with self._cond:
+            t = self._store.topics.get(topic)
+            if t is not None:
+                self._housekeep(t)
             return self._record(self._get(topic, id))
 
     def requeue(self, topic: str, id: int) -> None:
@@ -327,7 +359,14 @@ class MemoryBackend(Backend):
         pass
 
     def close(self) -> None:
-        pass
+        """Give back the leases this object holds: ready at once, at the
+        back of their topics, as a slab holder's after it exits or dies."""
+        with self._cond:
+            for t in self._store.topics.values():
+                for e in list(t.entries.values()):
+                    if e.state == "in_progress" and e.lease is not None and e.lease.owner == self.owner:
+                        self._make_ready(t, e)
+            self._cond.notify_all()
 
     def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
         with self._cond:
