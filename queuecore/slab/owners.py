@@ -41,6 +41,7 @@ class _Owners:
 
     def __init__(self, root: str) -> None:
         self.folder = os.path.join(root, ".owners")
+        self.gone_path = os.path.join(self.folder, "gone")  # read at every look, stats() included
         self.id = 0  # this process's owner id; 0 until its first take
         self.fd = -1  # its owner file, locked
         self._lock = threading.Lock()
@@ -169,7 +170,7 @@ class _Owners:
 
     def gone_count(self) -> int:
         try:
-            return os.stat(os.path.join(self.folder, "gone")).st_size
+            return os.stat(self.gone_path).st_size
         except FileNotFoundError:
             return 0
 
@@ -177,7 +178,7 @@ class _Owners:
         """Count one owner gone (before its file is deleted); False if it
         could not be counted (then the file must stay, for others to see)."""
         try:
-            fd = os.open(os.path.join(self.folder, "gone"),
+            fd = os.open(self.gone_path,
                          os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 return os.write(fd, b"x") == 1
