@@ -18,6 +18,9 @@ class Lease:
 
     owner: str
     deadline: float
+    # When the holder last extended it (None: not since the take, or a
+    # backend that does not keep it).
+    extended_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,20 @@ class Backend:
         the lease was lost (expired, or its owner was found dead)."""
         raise NotImplementedError("Backend.settle(topic, token, outcome, delay, error) -> bool")
 
+    def extend(self, topic: str, token: Any, seconds: float) -> bool:
+        """Keep a lease: its deadline becomes ``seconds`` from now (the
+        backend's clock), earlier or later. False when the lease was already
+        lost (expired, its owner found dead, requeued or settled): the
+        message may be with another taker, and this one must not settle it."""
+        raise NotImplementedError("Backend.extend(topic, token, seconds) -> bool")
+
+    def lapsed_owners(self, topics: list[str]) -> set[str]:
+        """Lease owners (as ``Lease.owner`` and heartbeats name them) whose
+        liveness lapsed lately in any of ``topics``, for the dashboard. Only
+        a backend that declares stalled owners dead has any (Redis): on slab
+        files the kernel tells only of dead ones."""
+        return set()
+
     def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
         """settle() for several leases of one topic (a backend may do it in
         one lock or round trip); one bool per token."""
@@ -131,6 +148,26 @@ class Backend:
 
     def close(self) -> None:
         raise NotImplementedError("Backend.close()")
+
+    # Paused topics: kept with the queues, so every process and machine sees
+    # them and they survive restarts. A paused topic accepts puts; takes
+    # from it deliver nothing (see Queues.take_many).
+    def set_paused(self, topic: str, paused: bool) -> None:
+        raise NotImplementedError("Backend.set_paused(topic, paused)")
+
+    def paused_topics(self) -> set[str]:
+        raise NotImplementedError("Backend.paused_topics() -> set[str]")
+
+    # Requests to consumer processes (quiet, stop), by heartbeat key; a
+    # process reads its own at each heartbeat. ``record`` is a JSON-able dict.
+    def write_control(self, key: str, record: dict[str, Any]) -> None:
+        raise NotImplementedError("Backend.write_control(key, record)")
+
+    def remove_control(self, key: str) -> None:
+        raise NotImplementedError("Backend.remove_control(key)")
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError("Backend.controls() -> dict[str, dict]")
 
     # Consumer heartbeats, shown by the dashboard. ``key`` names one consumer
     # process; ``record`` is a small JSON-able dict.

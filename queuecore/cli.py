@@ -3,6 +3,7 @@
     dq stats var/queues
     dq put var/queues emails '{"to": "a@example.com"}'
     dq tail var/queues emails
+    dq pause var/queues emails
 
 Each subcommand parses its arguments and calls :mod:`queuecore.ops` (the
 functions behind the Django management commands too), then prints. Errors
@@ -87,6 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("ids", nargs="*", metavar="ID")
     sub.add_argument("--failed", action="store_true", help="requeue every failed message of TOPIC")
 
+    for name, text in (("pause", "Pause TOPIC: it still accepts puts; takes deliver nothing until resumed."),
+                       ("resume", "Resume a paused TOPIC.")):
+        sub = command(name, text)
+        sub.add_argument("topic", metavar="TOPIC")
+
     sub = command("check", "Check the consistency of the stored files; exit 1 while problems remain.")
     sub.add_argument("--fix", action="store_true", help="repair what can be repaired")
     sub.add_argument("-v", "--verbose", action="store_true", help="also print what the check counted")
@@ -136,6 +142,11 @@ def _requeue(qs: Queues, args: argparse.Namespace) -> int:
     return ops.EXIT_OK
 
 
+def _pause(qs: Queues, args: argparse.Namespace) -> int:
+    _out(ops.set_paused(qs, args.topic, args.command == "pause"))
+    return ops.EXIT_OK
+
+
 def _check(qs: Queues, args: argparse.Namespace) -> int:
     report = ops.check(qs, fix=args.fix, verbose=args.verbose)
     for line in report.lines:
@@ -166,6 +177,8 @@ _COMMANDS = {
     "peek": _peek,
     "requeue": _requeue,
     "check": _check,
+    "pause": _pause,
+    "resume": _pause,
     "tail": _tail,
 }
 

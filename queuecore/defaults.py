@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "serializer": "msgpack",
     # Redis backend: prefix of every key it writes.
     "prefix": "dq",
+    # Redis backend: seconds a process holding leases stays alive without
+    # refreshing its liveness record (it refreshes every third of this);
+    # past it, its messages are delivered again. Slab files need none: the
+    # kernel tells when an owner dies.
+    "owner_timeout": 5.0,
 }
 
 OPTION_NAMES = frozenset(DEFAULTS)
@@ -49,6 +54,10 @@ STATS_KEYS = (
     "num_slabs",
     "num_active_slabs",
 )
+
+# Seconds a Queues trusts its last read of the paused topics: a pause (or a
+# resume) reaches every take within this.
+PAUSE_CHECK_INTERVAL = 0.5
 
 # Errors kept with a message (the newest ones); older ones are dropped.
 MAX_ERRORS_KEPT = 10

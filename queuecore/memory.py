@@ -53,6 +53,8 @@ class _Store:
         self.lock = threading.Condition()
         self.topics: dict[str, _Topic] = {}
         self.heartbeats: dict[str, dict[str, Any]] = {}
+        self.paused: set[str] = set()
+        self.controls: dict[str, dict[str, Any]] = {}
 
 
 _stores: dict[str, _Store] = {}
@@ -379,3 +381,27 @@ class MemoryBackend(Backend):
     def heartbeats(self) -> list[dict[str, Any]]:
         with self._cond:
             return [dict(r) for r in self._store.heartbeats.values()]
+
+    def set_paused(self, topic: str, paused: bool) -> None:
+        with self._cond:
+            if paused:
+                self._store.paused.add(topic)
+            else:
+                self._store.paused.discard(topic)
+            self._cond.notify_all()
+
+    def paused_topics(self) -> set[str]:
+        with self._cond:
+            return set(self._store.paused)
+
+    def write_control(self, key: str, record: dict[str, Any]) -> None:
+        with self._cond:
+            self._store.controls[key] = dict(record)
+
+    def remove_control(self, key: str) -> None:
+        with self._cond:
+            self._store.controls.pop(key, None)
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        with self._cond:
+            return {k: dict(v) for k, v in self._store.controls.items()}

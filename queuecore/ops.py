@@ -275,3 +275,18 @@ def follow(queues: Queues, topic: str, after: int) -> Iterator[Message]:
             yield message
         if not batch:
             time.sleep(0.2)
+
+
+def set_paused(queues: Queues, topic: str, paused: bool) -> str:
+    """Pause or resume a topic that exists; the line to show."""
+    existing_topic(queues, topic)
+    try:
+        if paused:
+            queues.pause(topic)
+        else:
+            queues.resume(topic)
+    except QueueError as exc:
+        raise CommandFailed(f"Could not {'pause' if paused else 'resume'} {topic!r}: {exc}") from exc
+    if paused:
+        return f"Paused {topic}: it accepts messages, and consumers take none until it is resumed."
+    return f"Resumed {topic}."

@@ -14,6 +14,7 @@ from queuecore.defaults import (
     DEFAULTS,
     MAX_ERROR_LENGTH,
     OPTION_NAMES,
+    PAUSE_CHECK_INTERVAL,
     STATES,
     STATS_KEYS,
     TOPIC_MAX_LENGTH,
@@ -131,6 +132,27 @@ class Task:
         """Done: the message is never delivered again. False if the lease was lost."""
         return self._settle("complete")
 
+    def extend(self, seconds: float | None = None) -> bool:
+        """Keep the lease: it now ends ``seconds`` from now (None: the
+        ``visibility_timeout``). Call it while a long handler works; False
+        when the lease was already lost (then do not expect to settle it).
+
+        >>> qs = Queues("memory://extend-doctest", visibility_timeout=30)
+        >>> _ = qs.put("q1", "x")
+        >>> task = qs.take("q1", timeout=0)
+        >>> task.extend(), task.extend(600), task.complete(), task.extend()
+        (True, True, True, False)
+        """
+        if self._settled:
+            return False
+        if seconds is None:
+            seconds = float(self._queues.options["visibility_timeout"])
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+            math.isfinite(seconds) and seconds > 0
+        ):
+            raise ValueError(f"seconds must be a positive number, not {seconds!r}")
+        return self._queues._backend_open().extend(self.topic, self._token, float(seconds))
+
     def retry(
         self,
         delay: float = 0.0,
@@ -177,6 +199,7 @@ _NUMBERS: dict[str, tuple[float, bool, bool, bool]] = {
     "fsync_threshold": (1, True, True, True),
     "fsync_interval": (0, True, False, True),
     "visibility_timeout": (0, False, False, False),
+    "owner_timeout": (0, False, False, False),
 }
 
 
@@ -229,6 +252,8 @@ class Queues:
         self.max_message_size = int(self.options["max_message_size"])
         backend_options = {k: v for k, v in options.items() if k != "serializer"}
         self._backend: Backend | None = _open_backend(self.location, backend_options)
+        # (when read, paused topics): see _paused_now.
+        self._paused_cache: tuple[float, set[str]] = (float("-inf"), set())
 
     # -- plumbing ----------------------------------------------------------
     @property
@@ -327,6 +352,10 @@ class Queues:
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0 or None")
         backend = self._backend_open()
+        if self._paused_now(topic):
+            timeout = self._wait_while_paused(topic, timeout)
+            if timeout is not None and timeout < 0:
+                return []  # still paused when the timeout ran out
         tasks = []
         for delivery in backend.take(topic, limit, timeout):
             try:
@@ -340,6 +369,57 @@ class Queues:
                 continue
             tasks.append(Task(self, topic, delivery, value))
         return tasks
+
+    # -- pausing -------------------------------------------------------------
+    def pause(self, topic: str) -> None:
+        """Pause ``topic`` in every process and machine sharing this location:
+        it still accepts puts, but takes deliver nothing (within
+        ``PAUSE_CHECK_INTERVAL`` seconds) until :meth:`resume`. Messages
+        already taken are not affected. The pause is stored with the queues,
+        so it survives restarts.
+
+        >>> qs = Queues("memory://pause-doctest")
+        >>> _ = qs.put("q1", "x")
+        >>> qs.pause("q1"); qs.take("q1", timeout=0), qs.paused()
+        (None, ['q1'])
+        >>> qs.resume("q1"); qs.take("q1", timeout=0).value
+        'x'
+        """
+        validate_topic(topic)
+        self._backend_open().set_paused(topic, True)
+        self._paused_cache = (float("-inf"), set())  # read again at the next take
+
+    def resume(self, topic: str) -> None:
+        """Undo :meth:`pause`: takes deliver again."""
+        validate_topic(topic)
+        self._backend_open().set_paused(topic, False)
+        self._paused_cache = (float("-inf"), set())
+
+    def paused(self) -> list[str]:
+        """The paused topics, sorted (read from the location, never cached)."""
+        return sorted(self._backend_open().paused_topics())
+
+    def _paused_now(self, topic: str) -> bool:
+        # Read from the location at most every PAUSE_CHECK_INTERVAL seconds:
+        # a take pays a clock read, not a file or a round trip.
+        read_at, topics = self._paused_cache
+        now = time.monotonic()
+        if now - read_at >= PAUSE_CHECK_INTERVAL:
+            topics = self._backend_open().paused_topics()
+            self._paused_cache = (now, topics)
+        return topic in topics
+
+    def _wait_while_paused(self, topic: str, timeout: float | None) -> float | None:
+        """Sleep while ``topic`` stays paused, up to ``timeout``; the time
+        left for the take once it is resumed (negative: it ran out)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return -1.0
+            time.sleep(PAUSE_CHECK_INTERVAL if left is None else min(PAUSE_CHECK_INTERVAL, left))
+            if not self._paused_now(topic):
+                return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def complete_many(self, tasks: list[Task] | tuple[Task, ...]) -> int:
         """Complete several tasks at once (one lock per topic on the slab

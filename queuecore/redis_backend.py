@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import threading
 import time
 from importlib import resources
@@ -78,13 +79,16 @@ STALE_CONSUMER_MS = 3600 * 1000
 
 _STATE_KEYS = ("ready", "delayed", "in_progress", "failed")
 # KEYS of every topic script, in this order (see lua/prelude.lua).
-_KEY_NAMES = ("stream", "meta", *_STATE_KEYS, "due", "leases", "reclaim")
+_KEY_NAMES = ("stream", "meta", *_STATE_KEYS, "due", "leases", "reclaim", "owners", "lapsed")
+# The zsets whose members are message ids (owners and lapsed hold owners).
+_ID_INDEXES = (*_STATE_KEYS, "due", "leases", "reclaim")
 
 # The Lua scripts, in queuecore/lua/ beside this module: each is the
 # prelude (keys, clock, shared helpers) and then its own body. Read once,
 # at import; registered per connection (redis-py runs them by SHA).
 _SCRIPT_NAMES = ("put", "take", "settle", "stats", "info", "messages", "peek", "requeue",
-                 "requeue_failed", "delete", "purge", "repair", "restore")
+                 "requeue_failed", "delete", "purge", "repair", "restore", "extend", "alive",
+                 "gone", "owners")
 
 
 def _read_scripts() -> dict[str, str]:
@@ -123,7 +127,8 @@ def _record(row: list[Any]) -> Record:
     f = _fields(flat)
     lease = None
     if "own" in f and "dl" in f:
-        lease = Lease(_text(f["own"]), int(f["dl"]) / 1000)
+        lease = Lease(_text(f["own"]), int(f["dl"]) / 1000,
+                      extended_at=int(f["ext"]) / 1000 if "ext" in f else None)
     nb = f.get("nb")
     return Record(
         id=int(mid),
@@ -156,7 +161,13 @@ class RedisBackend(Backend):
         if self.visibility_timeout < 0:
             raise InvalidOption("visibility_timeout", "must be >= 0")
         self._vt_ms = math.ceil(self.visibility_timeout * 1000)
+        self.owner_timeout = float(opts["owner_timeout"])
+        self._owner_ms = math.ceil(self.owner_timeout * 1000)
         self._lock = threading.Lock()
+        # Topics this process has taken from: its liveness is refreshed there.
+        self._taken_topics: set[str] = set()
+        self._refresher: threading.Thread | None = None
+        self._stop_refresh = threading.Event()
         self._pid = -1
         self._closed = False
         self._known_topics: set[str] = set()
@@ -172,7 +183,13 @@ class RedisBackend(Backend):
             raise InvalidOption("location", str(exc)) from exc
         self._client: Any = client
         self._pid = os.getpid()
-        self._owner = f"{os.uname().nodename}:{self._pid}"
+        # host:pid and a random part: a later process that gets the same pid
+        # (a restarted container is pid 1 again) must not inherit the leases
+        # of the dead one, which are reclaimed under this name.
+        self._owner = f"{os.uname().nodename}:{self._pid}:{secrets.token_hex(3)}"
+        self._taken_topics = set()
+        self._refresher = None
+        self._stop_refresh = threading.Event()
         self._scripts: dict[str, Any] = {
             name: client.register_script(text) for name, text in _SCRIPTS.items()
         }
@@ -181,7 +198,7 @@ class RedisBackend(Backend):
     @property
     def owner(self) -> str:
         """This process's consumer name in each topic's group, and the lease
-        owner that peek shows: ``host:pid``, renewed in a forked child."""
+        owner that peek shows: ``host:pid:random``, renewed in a forked child."""
         self._redis()
         return self._owner
 
@@ -255,8 +272,9 @@ class RedisBackend(Backend):
         self._note_topic(topic)
         deadline = None if timeout is None else time.monotonic() + timeout
         stream = self._keys(topic)[0]
+        self._hold(topic)
         while True:
-            out, nxt, last_id = self._run("take", topic, self.owner, self._vt_ms, limit)
+            out, nxt, last_id = self._run("take", topic, self.owner, self._vt_ms, limit, self._owner_ms)
             if out:
                 return [
                     Delivery(
@@ -295,6 +313,84 @@ class RedisBackend(Backend):
         delay_ms = math.ceil(delay * 1000) if delay > 0 else 0
         res = self._run("settle", topic, mid, tok, outcome, delay_ms, err, MAX_ERRORS_KEPT)
         return int(res) == 1
+
+    def extend(self, topic: str, token: Any, seconds: float) -> bool:
+        mid, tok = token
+        return int(self._run("extend", topic, mid, tok, max(1, math.ceil(seconds * 1000)))) == 1
+
+    # -- owner liveness ------------------------------------------------------------
+    # A process that has taken from a topic keeps a liveness record there
+    # (the topic's "owners" zset: owner -> when it lapses, by the server's
+    # clock), refreshed by each take and by a daemon thread every third of
+    # owner_timeout. A record that lapses (a kill -9, or a process stopped or
+    # stalled that long) makes the next script of the topic take back every
+    # lease of that owner; a lapsed owner can settle nothing it held.
+    def _hold(self, topic: str) -> None:
+        if topic in self._taken_topics and self._refresher is not None and self._refresher.is_alive():
+            return
+        with self._lock:
+            self._taken_topics.add(topic)
+            if self._refresher is None or not self._refresher.is_alive():
+                self._stop_refresh = threading.Event()
+                self._refresher = threading.Thread(
+                    target=self._refresh_loop, args=(self._stop_refresh,), name="dq-redis-liveness", daemon=True
+                )
+                self._refresher.start()
+
+    def _refresh_loop(self, stop: threading.Event) -> None:
+        period = max(0.05, self.owner_timeout / 3)
+        pid = os.getpid()
+        while not stop.wait(period):
+            if self._closed or os.getpid() != pid:
+                return
+            try:
+                self.refresh_liveness()
+            except (StorageError, Closed):
+                pass  # the next round (or a take) tries again; past owner_timeout the leases go
+
+    def refresh_liveness(self) -> None:
+        """Refresh this process's liveness record in every topic it took from
+        (one round trip); the refresher thread calls it."""
+        client = self._redis()
+        script = self._scripts["alive"]
+        topics = sorted(self._taken_topics)
+        if not topics:
+            return
+
+        def run() -> None:
+            pipe = client.pipeline(transaction=False)
+            for topic in topics:
+                script(keys=self._keys(topic), args=[self._tag(topic) + ":m:", self._owner, self._owner_ms],
+                       client=pipe)
+            pipe.execute()
+
+        self._call(run)
+
+    def owners(self, topic: str) -> dict[str, float]:
+        """Owners with a liveness record in ``topic``: seconds until each
+        lapses (negative: lapsed, its leases about to be taken back)."""
+        flat = self._run("owners", topic)[0]
+        return {_text(flat[i]): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
+
+    def lapsed_owners(self, topics: list[str]) -> set[str]:
+        """Owners whose liveness record lapsed in any of ``topics`` within the
+        last hour and did not come back (one round trip)."""
+        if not topics:
+            return set()
+        client = self._redis()
+        script = self._scripts["owners"]
+
+        def run() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for topic in topics:
+                script(keys=self._keys(topic), args=[self._tag(topic) + ":m:"], client=pipe)
+            return list(pipe.execute())
+
+        found: set[str] = set()
+        for live, lapsed in self._call(run):
+            found.update(_text(o) for o in lapsed)
+            found.update(_text(live[i]) for i in range(0, len(live), 2) if int(live[i + 1]) < 0)
+        return found
 
     def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
         """One round trip for the batch: the settle script once per lease,
@@ -426,8 +522,9 @@ class RedisBackend(Backend):
             call(client.xgroup_create, stream, GROUP, id="0", mkstream=True)
         # Every message id known to an index or with a hash of its own.
         ids: set[int] = set()
-        for k in keys[2:]:
-            ids.update(int(m) for m in call(client.zrange, k, 0, -1))
+        for name, k in zip(_KEY_NAMES, keys, strict=True):
+            if name in _ID_INDEXES:
+                ids.update(int(m) for m in call(client.zrange, k, 0, -1))
         for key in call(lambda: list(client.scan_iter(match=mpfx + "*", count=1000))):
             tail = _text(key)[len(mpfx) :]
             if tail.isdigit():
@@ -472,11 +569,52 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         if not self._closed:
+            self._stop_refresh.set()
+            # Leases this process still holds are given back at once, not
+            # after owner_timeout (only in the process that took them).
+            if self._taken_topics and os.getpid() == self._pid:
+                try:
+                    client = self._client
+                    pipe = client.pipeline(transaction=False)
+                    for topic in sorted(self._taken_topics):
+                        self._scripts["gone"](keys=self._keys(topic),
+                                              args=[self._tag(topic) + ":m:", self._owner], client=pipe)
+                    pipe.execute()
+                except redis.exceptions.RedisError:
+                    pass  # unreachable: the record lapses and the leases come back anyway
             self._closed = True
             try:
                 self._client.close()
             except redis.exceptions.RedisError:
                 pass
+
+    # -- paused topics, consumer controls ----------------------------------------
+    def set_paused(self, topic: str, paused: bool) -> None:
+        client = self._redis()
+        key = f"{self.prefix}:paused"
+        self._call(client.sadd if paused else client.srem, key, topic)
+
+    def paused_topics(self) -> set[str]:
+        client = self._redis()
+        return {_text(t) for t in self._call(client.smembers, f"{self.prefix}:paused")}
+
+    def write_control(self, key: str, record: dict[str, Any]) -> None:
+        client = self._redis()
+        self._call(client.hset, f"{self.prefix}:controls", key, json.dumps(record, default=str))
+
+    def remove_control(self, key: str) -> None:
+        client = self._redis()
+        self._call(client.hdel, f"{self.prefix}:controls", key)
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        client = self._redis()
+        out: dict[str, dict[str, Any]] = {}
+        for key, value in self._call(client.hgetall, f"{self.prefix}:controls").items():
+            try:
+                out[_text(key)] = json.loads(value)
+            except ValueError:
+                continue
+        return out
 
     # -- heartbeats ------------------------------------------------------------
     def _hb(self, key: str) -> str:

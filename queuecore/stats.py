@@ -13,6 +13,7 @@ import shutil
 import time
 from typing import Any, Protocol
 
+from queuecore import timings
 from queuecore.backend import public_location
 from queuecore.queues import Queues
 
@@ -63,11 +64,17 @@ def build_stats(
         beat["alive"] = now - float(beat.get("last_beat", 0)) <= consumer_timeout
         consumers.append(beat)
     consumers.sort(key=lambda b: (not b["alive"], str(b.get("host")), int(b.get("pid", 0))))
+    # A consumer whose liveness record lapsed (Redis: stalled past
+    # owner_timeout) lost its leases even if its heartbeat still looks fresh.
+    lapsed = backend.lapsed_owners(sorted({t for b in consumers for t in b.get("topics") or []}))
+    for beat in consumers:
+        beat["liveness_lapsed"] = bool(beat.get("owner")) and beat.get("owner") in lapsed
     live_topics: set[str] = set()
     for beat in consumers:
         if beat["alive"]:
             live_topics.update(beat.get("topics") or [])
 
+    paused = backend.paused_topics()
     topics: dict[str, dict[str, Any]] = {}
     totals: dict[str, int] = {}
     storage: dict[str, Any] = {"bytes": 0, "dropped": 0, "num_slabs": 0}
@@ -79,7 +86,10 @@ def build_stats(
         row["dropped"] = int(info.get("dropped", 0))
         row["oldest_ready_age"] = max(0.0, now - oldest) if oldest else None
         row["consumers"] = sum(1 for b in consumers if b["alive"] and name in (b.get("topics") or []))
-        row["backlog_without_consumer"] = bool(counts["ready"]) and name not in live_topics
+        row["paused"] = name in paused
+        row["timings"] = timings.summary([b for b in consumers if b["alive"]], name, now)
+        # A paused topic's backlog waits for a resume, not for a consumer.
+        row["backlog_without_consumer"] = bool(counts["ready"]) and name not in live_topics and not row["paused"]
         topics[name] = row
         for key, value in counts.items():
             totals[key] = totals.get(key, 0) + int(value)

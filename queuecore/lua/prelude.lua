@@ -4,6 +4,9 @@
 local K_STREAM, K_META = KEYS[1], KEYS[2]
 local K_READY, K_DELAYED, K_INPROG, K_FAILED = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local K_DUE, K_LEASES, K_RECLAIM = KEYS[7], KEYS[8], KEYS[9]
+-- Owners' liveness: owner -> the time (ms) its record lapses unless refreshed;
+-- and the owners whose record lapsed in the last hour -> when it did.
+local K_OWNERS, K_LAPSED = KEYS[10], KEYS[11]
 local STATE_KEY = {ready = K_READY, delayed = K_DELAYED, in_progress = K_INPROG, failed = K_FAILED}
 local MPFX = ARGV[1]
 local GROUP = 'dq'
@@ -13,6 +16,15 @@ local NOW_S = T[1] .. '.' .. string.format('%06d', tonumber(T[2]))
 
 local function mkey(id) return MPFX .. id end
 local function ekey(id) return MPFX .. id .. ':e' end
+-- The set of ids an owner holds leases on: MPFX is '<prefix>:{topic}:m:'.
+local HPFX = string.sub(MPFX, 1, -3) .. 'held:'
+local function hkey(own) return HPFX .. own end
+
+-- A lease ends: the owner no longer holds it.
+local function unhold(id, h)
+  local own = redis.call('HGET', h, 'own')
+  if own then redis.call('SREM', hkey(own), id) end
+end
 
 local function ensure_group()
   if redis.call('EXISTS', K_STREAM) == 0 then
@@ -38,25 +50,85 @@ end
 
 -- Ready at the back of the topic: a new stream entry (callers removed the old one).
 local function enqueue(id, h)
+  unhold(id, h)
   ensure_group()
   local sid = redis.call('XADD', K_STREAM, '*', 'id', id)
   redis.call('HSET', h, 'st', 'ready', 'sid', sid)
-  redis.call('HDEL', h, 'own', 'dl', 'nb')
+  redis.call('HDEL', h, 'own', 'dl', 'nb', 'ext')
   redis.call('ZADD', K_READY, id, id)
 end
 
 -- An expired lease: ready again; its entry stays pending until a take XCLAIMs it.
 local function expire(id, h)
+  unhold(id, h)
   redis.call('ZREM', K_LEASES, id)
   redis.call('ZREM', K_INPROG, id)
   redis.call('HSET', h, 'st', 'ready')
-  redis.call('HDEL', h, 'own', 'dl')
+  redis.call('HDEL', h, 'own', 'dl', 'ext')
   redis.call('ZADD', K_READY, id, id)
   redis.call('ZADD', K_RECLAIM, id, id)
 end
 
--- Promote due delayed messages and expire leases past their deadline.
+-- Every lease of an owner taken back: ready again, for the next taker.
+-- An owner is reclaimed once its liveness record has lapsed (a process
+-- killed, or stalled past owner_timeout) or when it closes.
+local function reclaim_owner(own)
+  local hk = hkey(own)
+  local n = 0
+  while true do
+    local ids = redis.call('SPOP', hk, 500)
+    if #ids == 0 then break end
+    for _, id in ipairs(ids) do
+      local h = mkey(id)
+      if redis.call('HGET', h, 'st') == 'in_progress' and redis.call('HGET', h, 'own') == own then
+        expire(id, h)
+        n = n + 1
+      end
+    end
+  end
+  redis.call('ZREM', K_OWNERS, own)
+  return n
+end
+
+-- Reclaim an owner whose record lapsed, and remember it lapsed.
+local function reclaim_lapsed_owner(own)
+  local n = reclaim_owner(own)
+  redis.call('ZADD', K_LAPSED, NOW, own)
+  return n
+end
+
+-- Reclaim the owners whose record lapsed before NOW.
+local function reclaim_lapsed()
+  for _, own in ipairs(redis.call('ZRANGEBYSCORE', K_OWNERS, '-inf', '(' .. NOW, 'LIMIT', 0, 50)) do
+    reclaim_lapsed_owner(own)
+  end
+  redis.call('ZREMRANGEBYSCORE', K_LAPSED, '-inf', NOW - 3600000)
+end
+
+-- Refresh an owner's record; one that had lapsed loses its leases first,
+-- so a process that was stalled past owner_timeout can settle none of the
+-- messages it held (they are another taker's now).
+local function refresh(own, ttl)
+  local until_ms = redis.call('ZSCORE', K_OWNERS, own)
+  if until_ms and tonumber(until_ms) < NOW then reclaim_lapsed_owner(own) end
+  redis.call('ZADD', K_OWNERS, NOW + ttl, own)
+  redis.call('ZREM', K_LAPSED, own)
+end
+
+-- Whether an owner's record has lapsed (then its leases are reclaimed now).
+local function lapsed(own)
+  local until_ms = redis.call('ZSCORE', K_OWNERS, own)
+  if until_ms and tonumber(until_ms) < NOW then
+    reclaim_lapsed_owner(own)
+    return true
+  end
+  return false
+end
+
+-- Promote due delayed messages, take back the leases of owners whose
+-- liveness lapsed, and expire leases past their deadline.
 local function housekeep()
+  reclaim_lapsed()
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, 500)) do
     redis.call('ZREM', K_DUE, id)
     redis.call('ZREM', K_DELAYED, id)

@@ -40,6 +40,11 @@ elseif st == 'in_progress' then
     needs_entry = true
   elseif not redis.call('ZSCORE', K_LEASES, id) then
     problems[#problems + 1] = 'in progress without a lease deadline'
+  else
+    local own = redis.call('HGET', h, 'own')
+    if own and redis.call('SISMEMBER', hkey(own), id) == 0 then
+      problems[#problems + 1] = 'in progress but not among its owner\'s leases'
+    end
   end
 elseif st == 'delayed' and not redis.call('ZSCORE', K_DUE, id) then
   problems[#problems + 1] = 'delayed without a due time'
@@ -56,6 +61,8 @@ if #problems > 0 and fix then
       local dl = tonumber(redis.call('HGET', h, 'dl') or NOW)
       redis.call('HSET', h, 'dl', dl)
       redis.call('ZADD', K_LEASES, dl, id)
+      local own = redis.call('HGET', h, 'own')
+      if own then redis.call('SADD', hkey(own), id) end
     end
   end
 end

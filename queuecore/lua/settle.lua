@@ -2,6 +2,10 @@
 local id, tok, outcome = ARGV[2], ARGV[3], ARGV[4]
 local delay, err, kept = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local h = mkey(id)
+local own = redis.call('HGET', h, 'own')
+if own and lapsed(own) then
+  return 0  -- its owner was stalled past owner_timeout: the lease is lost
+end
 if redis.call('HGET', h, 'st') ~= 'in_progress' or redis.call('HGET', h, 'tok') ~= tok then
   return 0
 end
@@ -14,6 +18,7 @@ if err ~= '' then
   redis.call('RPUSH', ekey(id), err)
   redis.call('LTRIM', ekey(id), -kept, -1)
 end
+unhold(id, h)
 redis.call('ZREM', K_INPROG, id)
 redis.call('ZREM', K_LEASES, id)
 drop_entry(h)
@@ -26,7 +31,7 @@ elseif outcome == 'retry' then
   if delay > 0 then
     local nb = NOW + delay
     redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
-    redis.call('HDEL', h, 'own', 'dl')
+    redis.call('HDEL', h, 'own', 'dl', 'ext')
     redis.call('ZADD', K_DELAYED, id, id)
     redis.call('ZADD', K_DUE, nb, id)
   else
@@ -34,7 +39,7 @@ elseif outcome == 'retry' then
   end
 else
   redis.call('HSET', h, 'st', 'failed')
-  redis.call('HDEL', h, 'own', 'dl')
+  redis.call('HDEL', h, 'own', 'dl', 'ext')
   redis.call('ZADD', K_FAILED, id, id)
 end
 return 1

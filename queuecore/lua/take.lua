@@ -1,7 +1,8 @@
--- ARGV: mpfx, owner, visibility_timeout_ms, limit
+-- ARGV: mpfx, owner, visibility_timeout_ms, limit, owner_timeout_ms
 -- -> {deliveries, ms until something falls due (-1: nothing), last stream id}
-local owner, vt, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local owner, vt, limit, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 housekeep()
+refresh(owner, ttl)
 ensure_group()
 local out = {}
 local function lease(id, h)
@@ -9,10 +10,12 @@ local function lease(id, h)
   local tok = redis.call('HINCRBY', h, 'tok', 1)
   local dl = NOW + vt
   redis.call('HSET', h, 'st', 'in_progress', 'own', owner, 'dl', dl)
+  redis.call('HDEL', h, 'ext')
   redis.call('ZREM', K_READY, id)
   redis.call('ZREM', K_RECLAIM, id)
   redis.call('ZADD', K_INPROG, id, id)
   redis.call('ZADD', K_LEASES, dl, id)
+  redis.call('SADD', hkey(owner), id)
   out[#out + 1] = {tonumber(id), redis.call('HGET', h, 'p'), n, redis.call('HGET', h, 'at'), tok,
                    redis.call('LRANGE', ekey(id), 0, -1)}
 end
@@ -59,7 +62,7 @@ while #out < limit and rounds < 10 do
   end
 end
 local nxt = -1
-for _, k in ipairs({K_DUE, K_LEASES}) do
+for _, k in ipairs({K_DUE, K_LEASES, K_OWNERS}) do
   local first = redis.call('ZRANGE', k, 0, 0, 'WITHSCORES')
   if #first > 0 then
     local wait = math.max(0, tonumber(first[2]) - NOW)

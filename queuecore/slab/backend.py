@@ -32,7 +32,7 @@ from queuecore.errors import (
     QueueFull,
     StorageError,
 )
-from queuecore.slab import browse, heartbeats
+from queuecore.slab import browse, flags, heartbeats
 from queuecore.slab.check import check_topics
 from queuecore.slab.crashpoints import CRASH_AT, crash
 from queuecore.slab.durability import sync_topic
@@ -500,3 +500,19 @@ class SlabBackend(Backend):
 
     def heartbeats(self) -> list[dict[str, Any]]:
         return heartbeats.read_all(self.root)
+
+    # -- paused topics, consumer controls -----------------------------------------
+    def set_paused(self, topic: str, paused: bool) -> None:
+        flags.set_paused(self.root, topic, paused)
+
+    def paused_topics(self) -> set[str]:
+        return flags.paused_topics(self.root)
+
+    def write_control(self, key: str, record: dict[str, Any]) -> None:
+        flags.write_control(self.root, key, record)
+
+    def remove_control(self, key: str) -> None:
+        flags.remove_control(self.root, key)
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        return flags.controls(self.root)

@@ -248,3 +248,14 @@ def test_stats_put_and_peek_on_redis() -> None:
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
+
+
+def test_pause_and_resume(location: str) -> None:
+    done = dq("pause", location, "q1")
+    assert done.returncode == 0 and "Paused q1" in done.stdout
+    with Queues(location, fsync_put=False) as qs:
+        assert qs.paused() == ["q1"] and qs.take("q1", timeout=0) is None
+    assert dq("resume", location, "q1").returncode == 0
+    with Queues(location, fsync_put=False) as qs:
+        assert qs.paused() == []
+    one_error_line(dq("pause", location, "nope"), 3, "No topic named 'nope'")
