@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
+
+from queuecore import timings
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -109,4 +112,35 @@ def render(stats: dict[str, Any]) -> str:
         "Messages a consumer process failed since it started.",
         (({"host": c.get("host", ""), "pid": c.get("pid", "")}, c.get("failed", 0)) for c in consumers),
     )
+    lines += _histograms(consumers)
     return "\n".join(lines) + "\n"
+
+
+_HISTOGRAMS = (
+    ("handler", "dq_handler_duration_seconds", "Run time of consumer handlers, since each process started."),
+    ("wait", "dq_queue_wait_seconds", "Time messages waited from their put to their first take."),
+)
+
+
+def _histograms(consumers: list[dict[str, Any]]) -> list[str]:
+    """Each live consumer process's histograms, one series per topic and
+    process (a process's counts restart with it, as Prometheus expects)."""
+    lines: list[str] = []
+    for kind, name, help_text in _HISTOGRAMS:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        for c in consumers:
+            if not c.get("alive"):
+                continue
+            for topic in sorted(c.get("timings") or {}):
+                h = timings.Histogram.from_json(((c["timings"].get(topic) or {}).get(kind) or {}).get("total"))
+                if h is None:
+                    continue
+                labels = f'topic="{_label(topic)}",host="{_label(c.get("host", ""))}",pid="{_label(c.get("pid", ""))}"'
+                running = 0
+                for bound, n in zip((*timings.BUCKETS, math.inf), h.counts, strict=True):
+                    running += n
+                    le = "+Inf" if bound == math.inf else repr(bound)
+                    lines.append(f'{name}_bucket{{{labels},le="{le}"}} {running}')
+                lines.append(f"{name}_sum{{{labels}}} {repr(h.sum)}")
+                lines.append(f"{name}_count{{{labels}}} {running}")
+    return lines

@@ -18,6 +18,23 @@ left behind, then :meth:`Runner.run` returns. Delivery is at least once: a
 handler can run again for a message it already handled if its process died
 before completing it, so handlers should be idempotent.
 
+While a handler runs, its lease is kept: every third of the queues'
+``visibility_timeout`` the runner extends the lease of each message a
+handler holds (``Task.extend``), so a handler of any length keeps its message
+while its process lives; ``visibility_timeout`` only bounds a process that
+is alive but hung (or stopped), and a dead process's messages come back by
+its owner's liveness (at once on slab files, after ``owner_timeout`` on Redis).
+
+An operator can ask a running process, through the queue location, to be
+**quiet** (stop taking new messages; those it holds finish; its heartbeat
+says "quiet") or to **stop** (as SIGTERM): :func:`request` writes the
+request, and the process reads it at each heartbeat. A paused topic
+(``Queues.pause``) delivers nothing to any process until resumed.
+
+Each handler's run time and each message's wait in the queue (its first
+take less its put) go into histograms (:mod:`queuecore.timings`) that the
+heartbeat carries, so the dashboard and ``/metrics`` show the whole fleet.
+
 A heartbeat record is written through the backend every
 ``DQ["HEARTBEAT_INTERVAL"]`` seconds for the dashboard, and removed on a
 clean exit. Logs go to ``logging.getLogger("dq.consumers")``: one INFO line
@@ -41,6 +58,7 @@ from typing import Any
 from dqadmin.consumers import Consumer
 from dqadmin.stats import public_location
 from queuecore import Closed, QueueError, Queues, Task
+from queuecore.timings import Timings
 
 logger = logging.getLogger("dq.consumers")
 
@@ -84,6 +102,7 @@ class _InFlight:
     thread: threading.Thread = field(default_factory=threading.current_thread)
     lock: threading.Lock = field(default_factory=threading.Lock)
     settled: bool = False
+    lost: bool = False  # an extend found the lease lost
 
 
 @dataclass
@@ -127,6 +146,7 @@ class Runner:
         heartbeat_interval: float | None = 2.0,
         poll_interval: float = POLL_INTERVAL,
         call: Callable[[Consumer, Task], Any] | None = None,
+        keepalive_interval: float | None = None,
     ) -> None:
         if not consumers:
             raise ValueError("no consumers to run")
@@ -144,6 +164,9 @@ class Runner:
         self.grace = float(grace)
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
+        # Seconds between two extensions of the leases handlers hold.
+        visibility = float(queues.options.get("visibility_timeout", 300.0))
+        self.keepalive_interval = keepalive_interval or max(0.05, visibility / 3)
         # How a handler is called; runconsumers wraps it to manage Django's
         # database connections.
         self._call = call or (lambda consumer, task: consumer(task))
@@ -153,9 +176,12 @@ class Runner:
         self.key = _heartbeat_key(self.host, self.pid)
         self.report = RunReport()
         self.started: float | None = None
+        # Handler run times and queue waits, in the heartbeat for the dashboard.
+        self.timings = Timings()
 
         self._lock = threading.Lock()
         self._stop = threading.Event()  # stop taking
+        self._quiet = threading.Event()  # take nothing new, stay up
         self._hurry = threading.Event()  # stop waiting for handlers
         self._wake = threading.Event()  # something for the main loop to look at
         self._finished = False  # in-flight messages were given back
@@ -207,6 +233,11 @@ class Runner:
                 f"{c.topic} x{self.concurrency[c.topic]} -> {c.name}" for c in self.consumers
             ),
         )
+        keep_stop = threading.Event()
+        keep_thread = threading.Thread(
+            target=self._keepalive_loop, args=(keep_stop,), name="dq-keepalive", daemon=True
+        )
+        keep_thread.start()
         for c in self.consumers:
             for n in range(self.concurrency[c.topic]):
                 thread = threading.Thread(
@@ -225,11 +256,14 @@ class Runner:
             for thread in self._threads:
                 if thread not in stuck:
                     thread.join(max(0.0, deadline - time.monotonic()))
+            keep_stop.set()
+            keep_thread.join(timeout=5)
             beat_stop.set()
             if beat_thread is not None:
                 beat_thread.join(timeout=5)
                 try:
                     self.queues.backend.remove_heartbeat(self.key)
+                    self.queues.backend.remove_control(self.key)  # a request for a process that is gone
                 except QueueError as exc:
                     logger.warning("could not remove the heartbeat %s: %s", self.key, exc)
         r = self.report
@@ -290,9 +324,24 @@ class Runner:
         return {flight.thread for flight in flights}
 
     # -- workers ---------------------------------------------------------------
+    def quiet(self) -> None:
+        """Take no new messages (handlers that run finish); stay up until
+        stopped. Safe from a signal handler."""
+        self._quiet.set()
+        self._wake.set()
+
+    @property
+    def quieted(self) -> bool:
+        return self._quiet.is_set()
+
     def _work(self, consumer: Consumer) -> None:
         topic = consumer.topic
         while not self._stop.is_set():
+            if self._quiet.is_set():
+                if self.burst:
+                    break  # a quiet burst has nothing left to do
+                self._stop.wait(self.poll_interval)
+                continue
             timeout = self.poll_interval
             if self.burst:
                 with self._lock:
@@ -318,6 +367,9 @@ class Runner:
 
     def _handle(self, consumer: Consumer, task: Task) -> None:
         flight = _InFlight(task, consumer, time.monotonic())
+        if task.attempts == 1:
+            # How long it waited: from its put to this first take.
+            self.timings.observe(task.topic, "wait", max(0.0, time.time() - task.enqueued_at))
         with self._lock:
             given_back = self._finished
             if not given_back:
@@ -332,6 +384,7 @@ class Runner:
         try:
             self._run_handler(consumer, task, flight)
         finally:
+            self.timings.observe(task.topic, "handler", time.monotonic() - flight.started)
             with self._lock:
                 self._in_flight.pop(id(flight), None)
             self._wake.set()
@@ -440,6 +493,39 @@ class Runner:
             for name, delta in deltas.items():
                 setattr(self.report, name, getattr(self.report, name) + int(delta))
 
+    # -- lease keep-alive ----------------------------------------------------------
+    def _keepalive_loop(self, done: threading.Event) -> None:
+        while not done.wait(self.keepalive_interval):
+            self.keep_leases()
+
+    def keep_leases(self) -> int:
+        """Extend the lease of every message a handler holds; returns how many
+        were kept. A lease found lost is logged once: its message may be
+        running elsewhere too, and this handler's outcome will be refused."""
+        with self._lock:
+            flights = list(self._in_flight.values())
+        kept = 0
+        for flight in flights:
+            with flight.lock:
+                if flight.settled or flight.lost:
+                    continue
+                try:
+                    ok = flight.task.extend()
+                except QueueError as exc:
+                    logger.warning("%s#%d: could not extend its lease: %s", flight.task.topic, flight.task.id, exc)
+                    continue
+                if ok:
+                    kept += 1
+                    continue
+                flight.lost = True
+            logger.warning(
+                "%s#%d: lease lost while its handler runs (it expired, was requeued, or this process "
+                "was stalled past the owner timeout); its outcome will be refused",
+                flight.task.topic,
+                flight.task.id,
+            )
+        return kept
+
     # -- heartbeats --------------------------------------------------------------
     def heartbeat(self) -> dict[str, Any]:
         """The record this runner publishes (see the module docstring)."""
@@ -449,6 +535,8 @@ class Runner:
                 "key": self.key,
                 "host": self.host,
                 "pid": self.pid,
+                # The name leases and liveness records give this process.
+                "owner": getattr(self.queues.backend, "owner", None),
                 "topics": [c.topic for c in self.consumers],
                 "concurrency": sum(self.concurrency.values()),
                 "concurrency_by_topic": dict(self.concurrency),
@@ -462,13 +550,38 @@ class Runner:
                 "last_beat": time.time(),
                 "burst": self.burst,
                 "stopping": self._stop.is_set(),
+                "quiet": self._quiet.is_set(),
+                "timings": self.timings.snapshot(),
             }
 
     def _beat(self) -> None:
+        self._obey()
         try:
             self.queues.backend.write_heartbeat(self.key, self.heartbeat())
         except QueueError as exc:
             logger.warning("could not write the heartbeat: %s", exc)
+
+    def _obey(self) -> None:
+        """Act on an operator's request for this process (see request())."""
+        try:
+            control = self.queues.backend.controls().get(self.key)
+        except QueueError as exc:
+            logger.warning("could not read the requests for this process: %s", exc)
+            return
+        if not control:
+            return
+        action = control.get("action")
+        by = control.get("by") or "an operator"
+        if action == "quiet" and not self._quiet.is_set():
+            logger.info("quiet, as %s asked: taking no new messages", by)
+            self.quiet()
+        elif action == "stop" and not self._stop.is_set():
+            logger.info("stopping, as %s asked", by)
+            self.stop()
+            try:
+                self.queues.backend.remove_control(self.key)
+            except QueueError:
+                pass
 
     def _beat_loop(self, done: threading.Event) -> None:
         assert self.heartbeat_interval
@@ -491,3 +604,14 @@ class Runner:
                     self.queues.backend.remove_heartbeat(key)
         except QueueError as exc:
             logger.warning("could not prune old heartbeats: %s", exc)
+
+
+CONTROL_ACTIONS = ("quiet", "stop")
+
+
+def request(queues: Queues, key: str, action: str, by: str = "") -> None:
+    """Ask the consumer process whose heartbeat key is ``key`` to be quiet
+    (take nothing new) or to stop gracefully; it acts at its next heartbeat."""
+    if action not in CONTROL_ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
+    queues.backend.write_control(key, {"action": action, "by": by, "at": time.time()})

@@ -115,6 +115,17 @@ def compact(value: Any, limit: int = 100) -> str:
 
 
 @register.filter
+def seconds(value: Any) -> str:
+    """A short duration for timings: ``0.0042`` -> ``4.2 ms``; None -> ``–``."""
+    if value is None:
+        return "–"
+    v = float(value)
+    if v < 1:
+        return f"{v * 1000:.1f} ms" if v < 0.1 else f"{v * 1000:.0f} ms"
+    return f"{v:.2f} s" if v < 10 else f"{v:.0f} s"
+
+
+@register.filter
 def renewed(lease: Any, visibility_timeout: Any) -> float | None:
     """When a lease was last taken or extended: the backend's record of it
     (Redis), else its deadline less the visibility timeout (what a take and

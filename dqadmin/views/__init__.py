@@ -21,7 +21,15 @@ answer a staff session, or a request carrying ``Authorization: Bearer
 <DQ["API_TOKEN"]>`` when that setting is set (for Prometheus).
 """
 
-from dqadmin.views.actions import delete, purge, requeue, requeue_failed
+from dqadmin.views.actions import (
+    consumer_control,
+    delete,
+    pause,
+    purge,
+    requeue,
+    requeue_failed,
+    resume,
+)
 from dqadmin.views.api import api_stats, metrics_view
 from dqadmin.views.base import (
     MAX_PAGE_SIZE,
@@ -48,6 +56,7 @@ __all__ = [
     "api_stats",
     "bulk",
     "can_act",
+    "consumer_control",
     "dashboard_view",
     "delete",
     "demo",
@@ -61,11 +70,13 @@ __all__ = [
     "message_raw",
     "metrics_view",
     "overview",
+    "pause",
     "pretty_value",
     "purge",
     "requeue",
     "requeue_failed",
     "resend",
+    "resume",
     "task",
     "tasks",
     "topic",

@@ -1,4 +1,5 @@
-"""Operator actions on one topic's messages: requeue, delete, purge. Each
+"""Operator actions on one topic: requeue, delete, purge, pause and resume;
+and on a consumer process: quiet and stop. Each
 acts only on POST with the change permission; a destructive one confirms on
 GET first."""
 
@@ -11,9 +12,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dqadmin.queues import get_queues
+from dqadmin.runner import CONTROL_ACTIONS
+from dqadmin.runner import request as request_control
 from dqadmin.views.base import (
     BadParameter,
     HtmxHttpRequest,
+    NotFound,
     dashboard_view,
     existing_topic,
     flash,
@@ -111,3 +115,43 @@ def purge(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     count = queues.purge(topic, state or None)
     flash(request, messages.SUCCESS, f"Purged {count} {PURGE_CHOICES[state]} message{'s' if count != 1 else ''} of {topic}.")
     return HttpResponseRedirect(reverse("dqadmin:topic", args=[topic]))
+
+
+@dashboard_view(act=True)
+@require_POST
+def pause(request: HtmxHttpRequest, topic: str) -> HttpResponse:
+    """Pause the topic: it accepts messages, consumers take none."""
+    queues = get_queues()
+    existing_topic(queues, topic)
+    queues.pause(topic)
+    flash(request, messages.SUCCESS, f"Paused {topic}: consumers take nothing from it until it is resumed.")
+    return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
+
+
+@dashboard_view(act=True)
+@require_POST
+def resume(request: HtmxHttpRequest, topic: str) -> HttpResponse:
+    """Resume a paused topic."""
+    queues = get_queues()
+    existing_topic(queues, topic)
+    queues.resume(topic)
+    flash(request, messages.SUCCESS, f"Resumed {topic}.")
+    return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
+
+
+@dashboard_view(act=True)
+@require_POST
+def consumer_control(request: HtmxHttpRequest, key: str, action: str) -> HttpResponse:
+    """Ask a consumer process to be quiet or to stop (it acts at its next
+    heartbeat, through the queue location)."""
+    if action not in CONTROL_ACTIONS:
+        raise NotFound(f"no consumer action {action!r}")
+    queues = get_queues()
+    beats = {b.get("key"): b for b in queues.backend.heartbeats()}
+    if key not in beats:
+        raise NotFound(f"no consumer process {key!r} (it may have stopped)")
+    request_control(queues, key, action, by=request.user.get_username())
+    beat = beats[key]
+    what = "be quiet (take no new messages)" if action == "quiet" else "stop"
+    flash(request, messages.SUCCESS, f"Asked {beat.get('host')}:{beat.get('pid')} to {what}; it acts within a heartbeat.")
+    return HttpResponseRedirect(next_url(request, reverse("dqadmin:overview")))

@@ -41,6 +41,7 @@ from dqadmin.views.base import (
 from dqadmin.views.tasks import task_panel
 from queuecore import Message, Queues
 from queuecore.defaults import STATES
+from queuecore.timings import KINDS, per_minute
 
 
 @dashboard_view()
@@ -141,12 +142,35 @@ def topic(request: HtmxHttpRequest, topic: str) -> HttpResponse:
         "can_act": can_act(request),
         "now": stats["generated_at"],
         "visibility_timeout": queues.options.get("visibility_timeout"),
+        "timing_chart": _timing_chart(stats, topic),
     }
     if request.htmx:
         if request.htmx.target == "messages":
             return render(request, "dqadmin/_messages.html", context)
         return render(request, "dqadmin/_topic_live.html", context)
     return render(request, "dqadmin/topic.html", context)
+
+
+def _timing_chart(stats: dict[str, Any], topic: str, width: int = 600, height: int = 90) -> dict[str, Any] | None:
+    """SVG points of the p95 handler time and queue wait per minute, the last
+    ten minutes, from the live consumers' heartbeats; None without data."""
+    beats = [b for b in stats["consumers"] if b.get("alive")]
+    now = stats["generated_at"]
+    series = {kind: per_minute(beats, topic, kind, now) for kind in KINDS}
+    values = {kind: [h.quantile(0.95) for _, h in rows] for kind, rows in series.items()}
+    top = max([v for vs in values.values() for v in vs if v is not None] + [0.0])
+    if top <= 0:
+        return None
+    step = width / max(1, len(values["handler"]) - 1)
+    pad = 4
+
+    def points(vs: list[float | None]) -> str:
+        return " ".join(
+            f"{i * step:.1f},{height - pad - (height - 2 * pad) * v / top:.1f}" for i, v in enumerate(vs) if v is not None
+        )
+
+    return {"width": width, "height": height, "max": top, "handler": points(values["handler"]),
+            "wait": points(values["wait"])}
 
 
 # -- message ------------------------------------------------------------------

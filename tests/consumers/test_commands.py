@@ -245,3 +245,22 @@ def test_dqcheck_reports_problems(queues: Queues, monkeypatch: pytest.MonkeyPatc
     assert "problem: q1: torn entry at 4096" in out.getvalue()
     fixed = run("dqcheck", "--fix")
     assert "fixed: q1: truncated torn entry at 4096" in fixed and "OK." in fixed
+
+
+# -- dqpause / dqresume ----------------------------------------------------------------------
+def test_dqpause_and_dqresume(queues: Queues) -> None:
+    queues.put("q1", 1)
+    assert "Paused q1" in run("dqpause", "q1")
+    assert queues.paused() == ["q1"]
+    assert "Resumed q1." in run("dqresume", "q1")
+    assert queues.paused() == []
+
+
+@pytest.mark.parametrize(("command", "topic", "message"), [
+    ("dqpause", "nope", "No topic named 'nope'"),
+    ("dqresume", "../x", "invalid topic name"),
+])
+def test_dqpause_bad_input(queues: Queues, command: str, topic: str, message: str) -> None:
+    queues.put("q1", 1)
+    with pytest.raises(CommandError, match=message):
+        run(command, topic)

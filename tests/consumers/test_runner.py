@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -302,28 +303,23 @@ def test_runner_refuses_nonsense(queues: Queues, registry: ConsumerRegistry) -> 
         Runner(queues, list(registry), grace=-1)
 
 
-def test_a_handler_outliving_its_lease_loses_it_to_another_worker(
+def test_a_handler_outliving_the_visibility_timeout_keeps_its_message(
     backend_name: str, registry: ConsumerRegistry, tmp_path: Path
 ) -> None:
-    second = threading.Event()
     calls: list[int] = []
 
     @registry.consumer("q1", concurrency=2, max_attempts=5)
     def handle(value: Any, task: Task) -> None:
         calls.append(task.attempts)
-        if task.attempts == 1:
-            # Held past the visibility timeout: the other worker gets it.
-            assert second.wait(10), "the message was not delivered again"
-        else:
-            second.set()
+        time.sleep(1.2)  # four visibility timeouts: the runner keeps the lease
 
     with new_store(backend_name, tmp_path) as store, store.open(visibility_timeout=0.3) as qs:
         mid = qs.put("q1", "slow")
         bg = Background(Runner(qs, list(registry), heartbeat_interval=None, poll_interval=0.05))
-        wait_for(lambda: bg.runner.report.lost_leases == 1, what="the first handler to end")
+        wait_for(lambda: bg.runner.report.completed == 1, what="the handler to end")
         report = bg.stop()
-        assert (report.handled, report.completed, report.lost_leases) == (2, 1, 1)
-        assert calls == [1, 2]
+        assert (report.handled, report.completed, report.lost_leases) == (1, 1, 0)
+        assert calls == [1]  # never delivered to the other worker
         stats = qs.stats()["q1"]
         assert (stats["completed"], stats["in_progress"], stats["ready"]) == (1, 0, 0)
         if backend_name == "slab":  # slab keeps completed messages until their slab goes
@@ -346,3 +342,80 @@ def test_the_redis_password_never_reaches_the_log(
     started = [r.getMessage() for r in caplog.records if "consumers started on" in r.getMessage()]
     assert started and "redis://default:***@127.0.0.1:6379/15" in started[0]
     assert not [r for r in caplog.records if "pw-Zq81" in r.getMessage()]
+
+
+def test_a_lease_lost_while_its_handler_runs_is_noticed_and_its_outcome_refused(
+    backend_name: str, registry: ConsumerRegistry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    @registry.consumer("q1", max_attempts=5)
+    def handle(value: Any, task: Task) -> None:
+        if task.attempts == 1:
+            started.set()
+            assert release.wait(10)
+
+    with new_store(backend_name, tmp_path) as store, store.open(visibility_timeout=0.3) as qs, \
+            caplog.at_level(logging.WARNING, logger="dq.consumers"):
+        mid = qs.put("q1", "requeued under it")
+        runner = Runner(qs, list(registry), heartbeat_interval=None, poll_interval=0.05, keepalive_interval=60)
+        bg = Background(runner)
+        assert started.wait(10)
+        qs.requeue("q1", mid)  # an operator gives it to the next taker
+        assert runner.keep_leases() == 0
+        assert "lease lost while its handler runs" in caplog.text
+        release.set()
+        wait_for(lambda: runner.report.completed == 1, what="the second delivery")
+        report = bg.stop()
+        assert (report.completed, report.lost_leases) == (1, 1)
+
+
+# -- pause, quiet and stop ---------------------------------------------------------------
+def test_a_paused_topic_stops_the_runner_taking_and_a_resume_restarts_it(
+    backend_name: str, registry: ConsumerRegistry, tmp_path: Path
+) -> None:
+    handled: list[Any] = []
+    registry.consumer("q1")(handled.append)
+    with new_store(backend_name, tmp_path) as store, store.open() as qs, store.open() as operator:
+        qs.put("q1", "before")
+        bg = Background(Runner(qs, list(registry), heartbeat_interval=None, poll_interval=0.05))
+        wait_for(lambda: handled == ["before"], what="the first message")
+        operator.pause("q1")
+        time.sleep(0.6)  # the pause reaches every take within PAUSE_CHECK_INTERVAL
+        operator.put_many("q1", ["during 1", "during 2"])
+        time.sleep(0.8)
+        assert handled == ["before"] and operator.stats()["q1"]["ready"] == 2
+        operator.resume("q1")
+        wait_for(lambda: len(handled) == 3, what="the messages put while paused")
+        bg.stop()
+
+
+def test_quiet_and_stop_requests_reach_the_runner_through_the_location(
+    backend_name: str, registry: ConsumerRegistry, tmp_path: Path
+) -> None:
+    from dqadmin.runner import request
+
+    handled: list[Any] = []
+    registry.consumer("q1")(handled.append)
+    with new_store(backend_name, tmp_path) as store, store.open() as qs, store.open() as operator:
+        runner = Runner(qs, list(registry), heartbeat_interval=0.05, poll_interval=0.05)
+        bg = Background(runner)
+        operator.put("q1", 1)
+        wait_for(lambda: handled == [1], what="the first message")
+        request(operator, runner.key, "quiet", by="ops")
+        wait_for(lambda: runner.quieted, what="the quiet request")
+        beat = next(b for b in operator.backend.heartbeats() if b["key"] == runner.key)
+        wait_for(lambda: next(b for b in operator.backend.heartbeats() if b["key"] == runner.key)["quiet"],
+                 what="quiet in the heartbeat")
+        assert beat["owner"] is None or isinstance(beat["owner"], str)
+        time.sleep(0.2)  # a take already waiting when the request came ends within a poll interval
+        operator.put("q1", 2)
+        time.sleep(0.4)
+        assert handled == [1]  # quiet: nothing new taken, but still up
+        assert bg.thread.is_alive()
+        request(operator, runner.key, "stop", by="ops")
+        bg.thread.join(10)
+        assert not bg.thread.is_alive()
+        assert operator.backend.controls() == {}  # consumed and cleaned up
+        with pytest.raises(ValueError):
+            request(operator, runner.key, "explode")

@@ -74,7 +74,7 @@ def test_metrics_format(op_client: Client, qs: Queues, backend_name: str) -> Non
             helped.add(line.split()[2])
         elif line.startswith("# TYPE "):
             _, _, name, kind = line.split()
-            assert kind in ("gauge", "counter")
+            assert kind in ("gauge", "counter", "histogram")
             typed[name] = kind
         else:
             match = METRIC_LINE.match(line)

@@ -287,3 +287,48 @@ def test_moving_and_requeueing_while_consumers_run_loses_nothing(op_client: Clie
     for topic in ("src", "dst"):
         s = qs.stats()[topic]
         assert (s["ready"], s["in_progress"], s["failed"]) == (0, 0, 0), (topic, s)
+
+
+# -- pause and resume, quiet and stop ------------------------------------------------------------
+def test_pause_and_resume_from_the_topic_page(op_client: Client, qs: Queues) -> None:
+    qs.put("q1", "x")
+    page = op_client.get("/topics/q1/").content.decode()
+    assert 'id="pause-button"' in page and "paused-banner" not in page
+    answer = op_client.post("/topics/q1/pause/", {"next": "/topics/q1/"})
+    assert answer.status_code == 302 and qs.paused() == ["q1"]
+    page = op_client.get("/topics/q1/").content.decode()
+    assert 'id="resume-button"' in page and 'id="paused-banner"' in page
+    overview = op_client.get("/").content.decode()
+    assert 'class="pill paused"' in overview
+    assert op_client.get("/api/stats").json()["topics"]["q1"]["paused"] is True
+    op_client.post("/topics/q1/resume/")
+    assert qs.paused() == []
+    assert "pill paused" not in op_client.get("/").content.decode()
+
+
+def test_pause_needs_post_the_permission_and_a_topic(op_client: Client, ro_client: Client, qs: Queues) -> None:
+    qs.put("q1", "x")
+    assert op_client.get("/topics/q1/pause/").status_code == 405
+    assert ro_client.post("/topics/q1/pause/").status_code == 403
+    assert 'id="pause-button"' not in ro_client.get("/topics/q1/").content.decode()
+    assert op_client.post("/topics/nope/pause/").status_code == 404
+    assert qs.paused() == []
+
+
+def test_quiet_and_stop_a_consumer_from_the_overview(op_client: Client, ro_client: Client, qs: Queues) -> None:
+    key = "vm-4242"
+    qs.backend.write_heartbeat(key, {"key": key, "host": "vm", "pid": 4242, "topics": ["q1"],
+                                     "last_beat": time.time(), "started": time.time()})
+    overview = op_client.get("/").content.decode()
+    assert f"/consumers/{key}/quiet/" in overview and f"/consumers/{key}/stop/" in overview
+    assert "/consumers/" not in ro_client.get("/").content.decode()
+    assert ro_client.post(f"/consumers/{key}/quiet/").status_code == 403
+    assert op_client.post(f"/consumers/{key}/quiet/").status_code == 302
+    assert qs.backend.controls()[key]["action"] == "quiet"
+    assert qs.backend.controls()[key]["by"] == "olga"
+    assert op_client.post(f"/consumers/{key}/stop/").status_code == 302
+    assert qs.backend.controls()[key]["action"] == "stop"
+    assert op_client.post("/consumers/nobody/stop/").status_code == 404
+    assert op_client.post(f"/consumers/{key}/explode/").status_code == 404
+    qs.backend.remove_heartbeat(key)
+    qs.backend.remove_control(key)

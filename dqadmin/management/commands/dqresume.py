@@ -1,0 +1,23 @@
+"""Resume a topic paused with dqpause (or from the dashboard)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from dqadmin.management.commands._topics import command_errors
+from dqadmin.queues import get_queues
+from queuecore import ops
+
+
+class Command(BaseCommand):
+    help = "Resume a topic paused with dqpause (or from the dashboard)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("topic")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with command_errors():
+            line = ops.set_paused(get_queues(), options["topic"], False)
+        self.stdout.write(self.style.SUCCESS(line))
