@@ -1,5 +1,5 @@
-"""dq keeps no data in the database; this module only holds the dashboard's
-permission.
+"""dq keeps no messages in the database: it holds the dashboard's
+permission and the audit log of what operators did.
 
 ``QueueAccess`` is an unmanaged model without a table: it exists so that
 Django creates the permission ``dqadmin.change_queues`` (with its content
@@ -25,3 +25,31 @@ class QueueAccess(models.Model):
 
     def __str__(self) -> str:
         return "queue access"
+
+
+class AuditEntry(models.Model):
+    """One thing an operator did to the queues: from the dashboard (by a
+    Django user) or a management command (by the OS user who ran it)."""
+
+    SOURCES = [("dashboard", "dashboard"), ("command", "command")]
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.CharField(max_length=150, db_index=True, help_text="Django user, or the OS user of a command.")
+    source = models.CharField(max_length=20, choices=SOURCES, default="dashboard")
+    action = models.CharField(max_length=40, db_index=True)
+    topic = models.CharField(max_length=100, blank=True, db_index=True)
+    count = models.PositiveIntegerField(default=0, help_text="How many messages it changed.")
+    # The ids it changed (the first MAX_IDS_KEPT), for the message timelines.
+    message_ids = models.JSONField(default=list, blank=True)
+    detail = models.TextField(blank=True)
+
+    MAX_IDS_KEPT = 1000
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        where = f" {self.topic}" if self.topic else ""
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.user} {self.action}{where} ({self.count})"

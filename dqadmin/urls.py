@@ -29,6 +29,7 @@ urlpatterns = [
     path("topics/<str:topic>/messages/<str:message_id>/raw/", views.message_raw, name="message_raw"),
     path("failed/", views.failed, name="failed"),
     path("tasks/", views.tasks, name="tasks"),
+    path("activity/", views.activity, name="activity"),
     path("tasks/<str:result_id>/", views.task, name="task"),
     path("failed/requeue/", views.failed_requeue, name="failed_requeue"),
     path("demo/", views.demo, name="demo"),

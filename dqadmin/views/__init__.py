@@ -30,6 +30,7 @@ from dqadmin.views.actions import (
     requeue_failed,
     resume,
 )
+from dqadmin.views.activity import activity
 from dqadmin.views.api import api_stats, metrics_view
 from dqadmin.views.base import (
     MAX_PAGE_SIZE,
@@ -53,6 +54,7 @@ __all__ = [
     "PREVIEW_CHARS",
     "_error_key",
     "_group_id",
+    "activity",
     "api_stats",
     "bulk",
     "can_act",

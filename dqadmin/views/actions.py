@@ -11,6 +11,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from dqadmin import audit
+from dqadmin.audit import by_request
 from dqadmin.queues import get_queues
 from dqadmin.runner import CONTROL_ACTIONS
 from dqadmin.runner import request as request_control
@@ -41,6 +43,8 @@ def requeue(request: HtmxHttpRequest, topic: str) -> HttpResponse:
             done += 1
         except MessageNotFound:
             missing.append(mid)
+    audit.record("requeue", user=by_request(request), topic=topic, count=done,
+                 ids=[m for m in ids if m not in missing])
     flash(request, messages.SUCCESS, f"Requeued {done} message{'s' if done != 1 else ''} of {topic}.")
     if missing:
         flash(request, messages.WARNING, f"Gone already: {', '.join(map(str, missing))}.")
@@ -66,6 +70,8 @@ def delete(request: HtmxHttpRequest, topic: str) -> HttpResponse:
             done += 1
         except MessageNotFound:
             missing.append(mid)
+    audit.record("delete", user=by_request(request), topic=topic, count=done,
+                 ids=[m for m in ids if m not in missing])
     flash(request, messages.SUCCESS, f"Deleted {done} message{'s' if done != 1 else ''} of {topic}.")
     if missing:
         flash(request, messages.WARNING, f"Gone already: {', '.join(map(str, missing))}.")
@@ -81,6 +87,7 @@ def requeue_failed(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     queues = get_queues()
     existing_topic(queues, topic)
     count = queues.requeue_failed(topic)
+    audit.record("requeue_failed", user=by_request(request), topic=topic, count=count)
     flash(request, messages.SUCCESS, f"Requeued {count} failed message{'s' if count != 1 else ''} of {topic}.")
     return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
 
@@ -113,6 +120,7 @@ def purge(request: HtmxHttpRequest, topic: str) -> HttpResponse:
             {"topic": topic, "state": state, "what": PURGE_CHOICES[state], "count": would},
         )
     count = queues.purge(topic, state or None)
+    audit.record("purge", user=by_request(request), topic=topic, count=count, detail=PURGE_CHOICES[state])
     flash(request, messages.SUCCESS, f"Purged {count} {PURGE_CHOICES[state]} message{'s' if count != 1 else ''} of {topic}.")
     return HttpResponseRedirect(reverse("dqadmin:topic", args=[topic]))
 
@@ -124,6 +132,7 @@ def pause(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     queues = get_queues()
     existing_topic(queues, topic)
     queues.pause(topic)
+    audit.record("pause", user=by_request(request), topic=topic)
     flash(request, messages.SUCCESS, f"Paused {topic}: consumers take nothing from it until it is resumed.")
     return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
 
@@ -135,6 +144,7 @@ def resume(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     queues = get_queues()
     existing_topic(queues, topic)
     queues.resume(topic)
+    audit.record("resume", user=by_request(request), topic=topic)
     flash(request, messages.SUCCESS, f"Resumed {topic}.")
     return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
 
@@ -152,6 +162,7 @@ def consumer_control(request: HtmxHttpRequest, key: str, action: str) -> HttpRes
         raise NotFound(f"no consumer process {key!r} (it may have stopped)")
     request_control(queues, key, action, by=request.user.get_username())
     beat = beats[key]
+    audit.record(action, user=by_request(request), detail=f"consumer {beat.get('host')}:{beat.get('pid')} ({key})")
     what = "be quiet (take no new messages)" if action == "quiet" else "stop"
     flash(request, messages.SUCCESS, f"Asked {beat.get('host')}:{beat.get('pid')} to {what}; it acts within a heartbeat.")
     return HttpResponseRedirect(next_url(request, reverse("dqadmin:overview")))

@@ -23,6 +23,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from dqadmin import audit
+from dqadmin.audit import by_request
 from dqadmin.queues import get_queues
 from dqadmin.search import BULK_BUDGET, Filter, FilterError, matching
 from dqadmin.views.base import (
@@ -90,11 +92,12 @@ def _still(queues: Queues, topic: str, msg: Message, flt: Filter) -> Message | N
 
 
 def _act(queues: Queues, topic: str, action: str, target: str | None, found: list[Message],
-         flt: Filter) -> tuple[int, int]:
-    """(changed, skipped). Each message is looked at again just before it
+         flt: Filter) -> tuple[list[int], int]:
+    """(ids changed, how many skipped). Each message is looked at again just before it
     is changed, so the window in which a consumer can take it meanwhile is
     one message wide."""
-    changed = skipped = 0
+    changed: list[int] = []
+    skipped = 0
     if action != "move":
         for msg in found:
             if _still(queues, topic, msg, flt) is None:
@@ -105,7 +108,7 @@ def _act(queues: Queues, topic: str, action: str, target: str | None, found: lis
                     queues.requeue(topic, msg.id)
                 else:
                     queues.delete(topic, msg.id)
-                changed += 1
+                changed.append(msg.id)
             except MessageNotFound:
                 skipped += 1
         return changed, skipped
@@ -131,7 +134,7 @@ def _act(queues: Queues, topic: str, action: str, target: str | None, found: lis
                 queues.delete(topic, msg.id)
             except MessageNotFound:
                 pass  # deleted meanwhile: it lives on the other topic only
-            changed += 1
+            changed.append(msg.id)
     return changed, skipped
 
 
@@ -183,8 +186,12 @@ def bulk(request: HtmxHttpRequest, topic: str) -> HttpResponse:
             "topics": [t for t in queues.topics() if t != topic],
         }
         return render(request, "dqadmin/confirm_bulk.html", context)
-    changed, skipped = _act(queues, topic, action, target, found, flt)
+    done, skipped = _act(queues, topic, action, target, found, flt)
+    changed = len(done)
     where = f" to {target}" if target else ""
+    how = "the selection" if ids else ("filter " + " ".join(f"{k}={v}" for k, v in {"state": state, **flt.params}.items()))
+    audit.record(action, user=by_request(request), topic=topic, count=changed, ids=done,
+                 detail=f"{how}{where}; {skipped} skipped")
     flash(request, flash_messages.SUCCESS,
           f"{DONE[action]} {changed} message{'s' if changed != 1 else ''} of {topic}{where}.")
     if skipped:
@@ -244,6 +251,8 @@ def resend(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespons
     except MessageTooLarge as exc:
         context["error"] = str(exc)
         return render(request, "dqadmin/resend.html", context, status=400)
+    audit.record("resend", user=by_request(request), topic=topic, count=1, ids=[mid],
+                 detail=f"sent as {target}#{new_id}")
     flash(request, flash_messages.SUCCESS,
           f"Sent as {target}#{new_id}; {topic}#{mid} stays {original.state} until you delete it.")
     return HttpResponseRedirect(reverse("dqadmin:message", args=[target, new_id]))

@@ -14,6 +14,8 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from dqadmin import audit
+from dqadmin.audit import by_request
 from dqadmin.queues import get_queues
 from dqadmin.search import Filter, FilterError
 from dqadmin.views.base import (
@@ -135,12 +137,17 @@ def failed_requeue(request: HtmxHttpRequest) -> HttpResponse:
             m.id for m in _failed_messages(queues, name, None)
             if _group_id(_error_key(m)) == group and flt.matches(m)
         ]
+        done = []
         for mid in matching:
             try:
                 queues.requeue(name, mid)
-                count += 1
+                done.append(mid)
             except MessageNotFound:
                 pass
+        count += len(done)
+        if done:
+            audit.record("requeue_failed", user=by_request(request), topic=name, count=len(done), ids=done,
+                         detail=f"failed group {group}")
     flash(request, messages.SUCCESS, f"Requeued {count} failed message{'s' if count != 1 else ''}.")
     back = reverse("dqadmin:failed")
     return HttpResponseRedirect(f"{back}?{urlencode(flt.params)}" if flt.active else back)

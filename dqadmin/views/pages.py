@@ -3,6 +3,7 @@ nothing here changes a message."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from dqadmin import audit
 from dqadmin.history import chart, history_for
 from dqadmin.jobs import jobs
 from dqadmin.queues import get_queues
@@ -216,8 +218,30 @@ def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespon
         "visibility_timeout": queues.options.get("visibility_timeout"),
         "full_url": f"{reverse('dqadmin:message', args=[topic, mid])}?full=1",
         "task": _task_of(queues, topic, msg),
+        "timeline": _timeline(topic, msg),
     }
     return render(request, "dqadmin/message.html", context)
+
+
+def _timeline(topic: str, msg: Message) -> list[dict[str, Any]]:
+    """What happened to a message, oldest first: its put, each failure or
+    retry the engine kept (the last MAX_ERRORS_KEPT, with the reason), its
+    current lease, and each operator action on it from the audit log."""
+    events: list[dict[str, Any]] = [{"at": msg.enqueued_at, "what": "enqueued", "detail": ""}]
+    for e in msg.errors:
+        at = e.get("at")
+        if isinstance(at, (int, float)):
+            reason = str(e.get("reason") or "").strip().splitlines()
+            events.append({"at": float(at), "what": f"attempt {e.get('attempt', '?')} ended",
+                           "detail": reason[0][:200] if reason else ""})
+    if msg.lease is not None:
+        events.append({"at": msg.lease.extended_at or time.time(), "what": "held",
+                       "detail": f"by {msg.lease.owner}, lease until "
+                                 f"{dt.datetime.fromtimestamp(msg.lease.deadline, dt.UTC):%H:%M:%S} UTC"})
+    for entry in audit.for_message(topic, msg.id):
+        events.append({"at": entry.at.timestamp(), "what": f"{entry.action.replace('_', ' ')} by {entry.user}",
+                       "detail": entry.detail, "source": entry.source})
+    return sorted(events, key=lambda e: e["at"])
 
 
 def _task_of(queues: Queues, topic: str, msg: Message) -> dict[str, Any] | None:

@@ -94,7 +94,7 @@
     if (event.ctrlKey || event.metaKey || event.altKey || typing(event.target)) return;
     if (pending === "g") {
       pending = null;
-      var to = {t: "topics", f: "failed", k: "tasks"}[event.key];
+      var to = {t: "topics", f: "failed", k: "tasks", a: "activity"}[event.key];
       if (to && urls()[to]) { event.preventDefault(); window.location.href = urls()[to]; }
       return;
     }

@@ -153,3 +153,61 @@ def test_screenshots(page: Any, server: Server, tmp_path: Path) -> None:
     page.screenshot(path=str(save / "demo.png"), full_page=True)
     assert re.search(r"\d", page.locator("#jobs [data-done]").first.inner_text())
     qs.close()
+
+
+def _luminance(css_color: str) -> float:
+    r, g, b = (int(x) for x in re.findall(r"\d+", css_color)[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def test_dark_theme_follows_the_system_and_the_toggle(page: Any, server: Server, tmp_path: Path) -> None:
+    save = SCREENSHOTS if os.environ.get("DQ_SCREENSHOTS") else tmp_path
+    page.emulate_media(color_scheme="dark")
+    page.goto(f"{server.url}/")
+    body = page.locator("body")
+    assert _luminance(body.evaluate("e => getComputedStyle(e).backgroundColor")) < 0.2
+    page.screenshot(path=str(save / "overview-dark.png"), full_page=True)
+    page.click("[data-theme-toggle]")  # system -> dark
+    page.click("[data-theme-toggle]")  # dark -> light
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    assert _luminance(body.evaluate("e => getComputedStyle(e).backgroundColor")) > 0.8
+    page.reload()  # the choice is kept
+    assert _luminance(body.evaluate("e => getComputedStyle(e).backgroundColor")) > 0.8
+    page.keyboard.press("t")  # light -> system (dark here)
+    assert _luminance(body.evaluate("e => getComputedStyle(e).backgroundColor")) < 0.2
+    page.emulate_media(color_scheme="light")
+
+
+def test_keyboard_shortcuts(page: Any, server: Server) -> None:
+    qs = server.queues()
+    qs.put("keys", 1)
+    page.goto(f"{server.url}/topics/keys/")
+    page.keyboard.press("/")
+    assert page.evaluate("document.activeElement.name") == "q"
+    page.keyboard.press("Escape")
+    page.locator("body").click(position={"x": 5, "y": 300})
+    page.keyboard.press("?")
+    expect(page.locator("#shortcuts")).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(page.locator("#shortcuts")).to_be_hidden()
+    page.keyboard.press("g")
+    page.keyboard.press("f")
+    page.wait_for_url(f"{server.url}/failed/")
+    page.keyboard.press("g")
+    page.keyboard.press("a")
+    page.wait_for_url(f"{server.url}/activity/")
+    qs.close()
+
+
+def test_a_narrow_screen_has_no_sideways_scroll(browser: Any, login_state: str, server: Server,
+                                                 tmp_path: Path) -> None:
+    save = SCREENSHOTS if os.environ.get("DQ_SCREENSHOTS") else tmp_path
+    context = browser.new_context(storage_state=login_state, viewport={"width": 400, "height": 800})
+    page = context.new_page()
+    for path in ("/", "/topics/keys/", "/failed/"):
+        page.goto(f"{server.url}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 400, f"{path} is {width} px wide"
+    page.goto(f"{server.url}/")
+    page.screenshot(path=str(save / "overview-narrow.png"), full_page=True)
+    context.close()

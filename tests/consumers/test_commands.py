@@ -14,6 +14,9 @@ from django.core.management.base import CommandError
 
 from queuecore import Queues
 
+# The commands that change the queues write the audit log.
+pytestmark = pytest.mark.django_db
+
 
 def run(*args: str, **options: Any) -> str:
     out = io.StringIO()

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from dqadmin import audit
 from dqadmin.management.commands._topics import existing_topic
 from dqadmin.queues import get_queues
 from queuecore import QueueError
@@ -55,6 +56,8 @@ class Command(BaseCommand):
             removed = queues.purge(topic, state)
         except QueueError as exc:
             raise CommandError(f"Could not purge {topic!r}: {exc}") from exc
+        audit.record("purge", user=audit.os_user(), source="command", topic=topic, count=removed,
+                     detail=state or "ready and delayed")
         self.stdout.write(self.style.SUCCESS(f"Removed {removed} messages from {topic}."))
 
     @staticmethod
