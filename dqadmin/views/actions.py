@@ -125,28 +125,32 @@ def purge(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     return HttpResponseRedirect(reverse("dqadmin:topic", args=[topic]))
 
 
+def _set_paused(request: HtmxHttpRequest, topic: str, paused: bool) -> HttpResponse:
+    queues = get_queues()
+    existing_topic(queues, topic)
+    if paused:
+        queues.pause(topic)
+        text = f"Paused {topic}: consumers take nothing from it until it is resumed."
+    else:
+        queues.resume(topic)
+        text = f"Resumed {topic}."
+    audit.record("pause" if paused else "resume", user=by_request(request), topic=topic)
+    flash(request, messages.SUCCESS, text)
+    return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
+
+
 @dashboard_view(act=True)
 @require_POST
 def pause(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     """Pause the topic: it accepts messages, consumers take none."""
-    queues = get_queues()
-    existing_topic(queues, topic)
-    queues.pause(topic)
-    audit.record("pause", user=by_request(request), topic=topic)
-    flash(request, messages.SUCCESS, f"Paused {topic}: consumers take nothing from it until it is resumed.")
-    return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
+    return _set_paused(request, topic, True)
 
 
 @dashboard_view(act=True)
 @require_POST
 def resume(request: HtmxHttpRequest, topic: str) -> HttpResponse:
     """Resume a paused topic."""
-    queues = get_queues()
-    existing_topic(queues, topic)
-    queues.resume(topic)
-    audit.record("resume", user=by_request(request), topic=topic)
-    flash(request, messages.SUCCESS, f"Resumed {topic}.")
-    return HttpResponseRedirect(next_url(request, reverse("dqadmin:topic", args=[topic])))
+    return _set_paused(request, topic, False)
 
 
 @dashboard_view(act=True)

@@ -125,6 +125,23 @@ local function lapsed(own)
   return false
 end
 
+-- Whether the lease of token ``tok`` still holds: its owner's record has
+-- not lapsed, it is the current delivery, and its deadline has not passed
+-- (a lease past it is handed to the next taker here).
+local function lease_holds(id, h, tok)
+  local own = redis.call('HGET', h, 'own')
+  if own and lapsed(own) then return false end
+  if redis.call('HGET', h, 'st') ~= 'in_progress' or redis.call('HGET', h, 'tok') ~= tok then
+    return false
+  end
+  local dl = tonumber(redis.call('HGET', h, 'dl'))
+  if dl and dl <= NOW then
+    expire(id, h)
+    return false
+  end
+  return true
+end
+
 -- Promote due delayed messages, take back the leases of owners whose
 -- liveness lapsed, and expire leases past their deadline.
 local function housekeep()

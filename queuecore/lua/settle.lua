@@ -2,18 +2,7 @@
 local id, tok, outcome = ARGV[2], ARGV[3], ARGV[4]
 local delay, err, kept = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
 local h = mkey(id)
-local own = redis.call('HGET', h, 'own')
-if own and lapsed(own) then
-  return 0  -- its owner was stalled past owner_timeout: the lease is lost
-end
-if redis.call('HGET', h, 'st') ~= 'in_progress' or redis.call('HGET', h, 'tok') ~= tok then
-  return 0
-end
-local dl = tonumber(redis.call('HGET', h, 'dl'))
-if dl and dl <= NOW then
-  expire(id, h)  -- it belongs to the next taker
-  return 0
-end
+if not lease_holds(id, h, tok) then return 0 end
 if err ~= '' then
   redis.call('RPUSH', ekey(id), err)
   redis.call('LTRIM', ekey(id), -kept, -1)

@@ -9,20 +9,11 @@ Knows nothing of topics' files, slabs or leases.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from queuecore.slab.slabfile import _disk_error
-
-
-def _fsync_dir(path: str) -> None:
-    # The new or removed name must outlive a power loss like a put does.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from queuecore.slab import heartbeats
+from queuecore.slab.slabfile import _disk_error, _fsync_dir
 
 
 def set_paused(root: str, topic: str, paused: bool) -> None:
@@ -38,7 +29,7 @@ def set_paused(root: str, topic: str, paused: bool) -> None:
                 os.unlink(path)
             except FileNotFoundError:
                 return
-        _fsync_dir(folder)
+        _fsync_dir(folder)  # the new or removed name outlives a power loss, as a put does
     except OSError as exc:
         raise _disk_error(path, exc) from exc
 
@@ -50,45 +41,21 @@ def paused_topics(root: str) -> set[str]:
         return set()
 
 
-def _control_path(root: str, key: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:200]
-    return os.path.join(root, ".controls", f"{safe}.json")
+# Requests are JSON files written and read like heartbeats, in their own folder.
+CONTROLS = ".controls"
 
 
 def write_control(root: str, key: str, record: dict[str, Any]) -> None:
-    path = _control_path(root, key)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w") as fh:
-            json.dump({"key": key, "record": record}, fh)
-        os.replace(tmp, path)  # a reader sees the old request or the new one, never half
-    except OSError as exc:
-        raise _disk_error(path, exc) from exc
+    heartbeats.write(root, key, {"key": key, "record": record}, folder=CONTROLS)
 
 
 def remove_control(root: str, key: str) -> None:
-    try:
-        os.unlink(_control_path(root, key))
-    except FileNotFoundError:
-        pass
+    heartbeats.remove(root, key, folder=CONTROLS)
 
 
 def controls(root: str) -> dict[str, dict[str, Any]]:
-    folder = os.path.join(root, ".controls")
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return {}
     out: dict[str, dict[str, Any]] = {}
-    for name in names:
-        if not name.endswith(".json"):
-            continue
-        try:
-            with open(os.path.join(folder, name)) as fh:
-                data = json.load(fh)
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("key"), str) and isinstance(data.get("record"), dict):
+    for data in heartbeats.read_all(root, folder=CONTROLS):
+        if isinstance(data.get("key"), str) and isinstance(data.get("record"), dict):
             out[data["key"]] = data["record"]
     return out

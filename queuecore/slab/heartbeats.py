@@ -1,5 +1,6 @@
 """Consumer heartbeats: one JSON file per consumer in ``<root>/.consumers/``,
-written by its runner and read by the dashboard. Each write replaces the
+written by its runner and read by the dashboard (the requests to consumers
+of :mod:`queuecore.slab.flags` are files of the same kind, in their own folder). Each write replaces the
 file whole (a reader sees the old beat or the new one, never half).
 
 Knows nothing of topics, slabs or leases.
@@ -13,16 +14,19 @@ from typing import Any
 
 from queuecore.slab.slabfile import _disk_error
 
+FOLDER = ".consumers"
 
-def _path(root: str, key: str) -> str:
+
+def _path(root: str, key: str, folder: str = FOLDER) -> str:
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:200]
-    return os.path.join(root, ".consumers", f"{safe}.json")
+    return os.path.join(root, folder, f"{safe}.json")
 
 
-def write(root: str, key: str, record: dict[str, Any]) -> None:
-    path = _path(root, key)
+def write(root: str, key: str, record: dict[str, Any], folder: str = FOLDER) -> None:
+    path = _path(root, key, folder)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "w") as fh:
             json.dump(record, fh)
         os.replace(tmp, path)  # readers see the old beat or the new one, never half
@@ -30,16 +34,16 @@ def write(root: str, key: str, record: dict[str, Any]) -> None:
         raise _disk_error(path, exc) from exc
 
 
-def remove(root: str, key: str) -> None:
+def remove(root: str, key: str, folder: str = FOLDER) -> None:
     try:
-        os.unlink(_path(root, key))
+        os.unlink(_path(root, key, folder))
     except FileNotFoundError:
         pass
 
 
-def read_all(root: str) -> list[dict[str, Any]]:
+def read_all(root: str, folder: str = FOLDER) -> list[dict[str, Any]]:
     out = []
-    folder = os.path.join(root, ".consumers")
+    folder = os.path.join(root, folder)
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
