@@ -35,14 +35,19 @@ def record(
     source: str = "dashboard",
 ) -> None:
     """Write one entry (see the module docstring)."""
+    from django.db import transaction
+
     from dqadmin.models import AuditEntry
 
     kept = list(ids)[: AuditEntry.MAX_IDS_KEPT]
     try:
-        AuditEntry.objects.create(
-            user=user[:150] or "unknown", source=source, action=action[:40], topic=topic[:100],
-            count=max(0, int(count)), message_ids=kept, detail=detail,
-        )
+        # A savepoint: a failed write must not break the request's own
+        # transaction (ATOMIC_REQUESTS on PostgreSQL).
+        with transaction.atomic():
+            AuditEntry.objects.create(
+                user=user[:150] or "unknown", source=source, action=action[:40], topic=topic[:100],
+                count=max(0, int(count)), message_ids=kept, detail=detail,
+            )
     except Exception as exc:  # the action happened: say so in the log, do not fail it
         logger.warning("could not write the audit entry %s %s by %s (run migrate?): %s: %s",
                        action, topic, user, type(exc).__name__, exc)
@@ -56,7 +61,13 @@ def by_request(request: Any) -> str:
 def for_message(topic: str, message_id: int, limit: int = 2000) -> list[Any]:
     """Entries that changed this message, newest first (read from the topic's
     latest ``limit`` entries: the timeline of a message is bounded)."""
+    from django.db import DatabaseError
+
     from dqadmin.models import AuditEntry
 
-    recent = AuditEntry.objects.filter(topic=topic).order_by("-id")[:limit]
+    try:
+        recent = list(AuditEntry.objects.filter(topic=topic).order_by("-id")[:limit])
+    except DatabaseError as exc:  # not migrated yet: the page shows the rest
+        logger.warning("could not read the audit log (run migrate?): %s", exc)
+        return []
     return [e for e in recent if message_id in (e.message_ids or [])]

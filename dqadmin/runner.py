@@ -570,6 +570,15 @@ class Runner:
             return
         if not control:
             return
+        started = control.get("started")
+        if isinstance(started, (int, float)) and self.started is not None and abs(started - self.started) > 1e-3:
+            # For an earlier process of the same host and pid (a restarted
+            # container is pid 1 again): not for this one.
+            try:
+                self.queues.backend.remove_control(self.key)
+            except QueueError:
+                pass
+            return
         action = control.get("action")
         by = control.get("by") or "an operator"
         if action == "quiet" and not self._quiet.is_set():
@@ -602,6 +611,7 @@ class Runner:
                     continue
                 if pid != self.pid and not _pid_alive(pid):
                     self.queues.backend.remove_heartbeat(key)
+                    self.queues.backend.remove_control(key)
         except QueueError as exc:
             logger.warning("could not prune old heartbeats: %s", exc)
 
@@ -609,9 +619,10 @@ class Runner:
 CONTROL_ACTIONS = ("quiet", "stop")
 
 
-def request(queues: Queues, key: str, action: str, by: str = "") -> None:
-    """Ask the consumer process whose heartbeat key is ``key`` to be quiet
+def request(queues: Queues, key: str, action: str, by: str = "", started: float | None = None) -> None:
+    """Ask the consumer process whose heartbeat key is ``key`` (and, when
+    ``started`` is given, that started then: its heartbeat says) to be quiet
     (take nothing new) or to stop gracefully; it acts at its next heartbeat."""
     if action not in CONTROL_ACTIONS:
         raise ValueError(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
-    queues.backend.write_control(key, {"action": action, "by": by, "at": time.time()})
+    queues.backend.write_control(key, {"action": action, "by": by, "at": time.time(), "started": started})

@@ -55,6 +55,10 @@ STATS_KEYS = (
     "num_active_slabs",
 )
 
+# The longest a lease may be extended at once (a year): backends keep
+# deadlines as numbers that must stay exact.
+MAX_LEASE_SECONDS = 365 * 24 * 3600.0
+
 # Seconds a Queues trusts its last read of the paused topics: a pause (or a
 # resume) reaches every take within this.
 PAUSE_CHECK_INTERVAL = 0.5

@@ -109,6 +109,8 @@ def parse_json_values(lines: Iterable[str], source: str = "argument") -> list[An
             values.append(json.loads(text))
         except json.JSONDecodeError as exc:
             raise CommandFailed(f"{source.capitalize()} {number}: invalid JSON: {exc.msg} (column {exc.colno}).", EXIT_USAGE) from exc
+        except RecursionError:
+            raise CommandFailed(f"{source.capitalize()} {number}: invalid JSON: nested too deeply.", EXIT_USAGE) from None
     return values
 
 

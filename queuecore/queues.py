@@ -13,6 +13,7 @@ from queuecore.backend import Backend, Delivery, Lease, Record, public_location
 from queuecore.defaults import (
     DEFAULTS,
     MAX_ERROR_LENGTH,
+    MAX_LEASE_SECONDS,
     OPTION_NAMES,
     PAUSE_CHECK_INTERVAL,
     STATES,
@@ -148,9 +149,9 @@ class Task:
         if seconds is None:
             seconds = float(self._queues.options["visibility_timeout"])
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-            math.isfinite(seconds) and seconds > 0
+            math.isfinite(seconds) and 0 < seconds <= MAX_LEASE_SECONDS
         ):
-            raise ValueError(f"seconds must be a positive number, not {seconds!r}")
+            raise ValueError(f"seconds must be a positive number up to {MAX_LEASE_SECONDS:.0f}, not {seconds!r}")
         return self._queues._backend_open().extend(self.topic, self._token, float(seconds))
 
     def retry(
@@ -352,12 +353,21 @@ class Queues:
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0 or None")
         backend = self._backend_open()
-        if self._paused_now(topic):
-            timeout = self._wait_while_paused(topic, timeout)
-            if timeout is not None and timeout < 0:
-                return []  # still paused when the timeout ran out
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._paused_now(topic):
+                left = self._wait_while_paused(topic, None if deadline is None else deadline - time.monotonic())
+                if left is not None and left < 0:
+                    return []  # still paused when the timeout ran out
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            # A wait longer than PAUSE_CHECK_INTERVAL goes in slices, so a
+            # pause made meanwhile stops this take too.
+            step = PAUSE_CHECK_INTERVAL if left is None else min(left, PAUSE_CHECK_INTERVAL)
+            deliveries = backend.take(topic, limit, step)
+            if deliveries or (left is not None and left <= step):
+                break
         tasks = []
-        for delivery in backend.take(topic, limit, timeout):
+        for delivery in deliveries:
             try:
                 value = self.serializer.loads(delivery.payload)
             except Exception as exc:

@@ -63,14 +63,12 @@ import redis.exceptions
 from queuecore.backend import Backend, Delivery, Lease, Record, public_location
 from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
 from queuecore.errors import Closed, InvalidOption, MessageNotFound, QueueFull, StorageError
+from queuecore.redis_side import HEARTBEAT_TTL, Liveness, SideRecords  # noqa: F401  (HEARTBEAT_TTL: importable from here too)
 
 GROUP = "dq"
 # Messages handled per script call by bulk operations (purge, requeue_failed,
 # housekeeping), so no single script holds the server for long.
 BATCH = 500
-# Seconds a heartbeat stays after its last write: a consumer killed without
-# removing it is shown as gone by the dashboard, then forgotten.
-HEARTBEAT_TTL = 600
 # Longest single blocking read while a take waits (the take re-checks
 # delayed messages and leases between two reads).
 MAX_BLOCK = 1.0
@@ -142,7 +140,7 @@ def _record(row: list[Any]) -> Record:
     )
 
 
-class RedisBackend(Backend):
+class RedisBackend(Liveness, SideRecords, Backend):
     """Topics on a Redis server (7 or later), shared by every process and
     machine that names the same server, database and ``prefix``."""
 
@@ -317,80 +315,6 @@ class RedisBackend(Backend):
     def extend(self, topic: str, token: Any, seconds: float) -> bool:
         mid, tok = token
         return int(self._run("extend", topic, mid, tok, max(1, math.ceil(seconds * 1000)))) == 1
-
-    # -- owner liveness ------------------------------------------------------------
-    # A process that has taken from a topic keeps a liveness record there
-    # (the topic's "owners" zset: owner -> when it lapses, by the server's
-    # clock), refreshed by each take and by a daemon thread every third of
-    # owner_timeout. A record that lapses (a kill -9, or a process stopped or
-    # stalled that long) makes the next script of the topic take back every
-    # lease of that owner; a lapsed owner can settle nothing it held.
-    def _hold(self, topic: str) -> None:
-        if topic in self._taken_topics and self._refresher is not None and self._refresher.is_alive():
-            return
-        with self._lock:
-            self._taken_topics.add(topic)
-            if self._refresher is None or not self._refresher.is_alive():
-                self._stop_refresh = threading.Event()
-                self._refresher = threading.Thread(
-                    target=self._refresh_loop, args=(self._stop_refresh,), name="dq-redis-liveness", daemon=True
-                )
-                self._refresher.start()
-
-    def _refresh_loop(self, stop: threading.Event) -> None:
-        period = max(0.05, self.owner_timeout / 3)
-        pid = os.getpid()
-        while not stop.wait(period):
-            if self._closed or os.getpid() != pid:
-                return
-            try:
-                self.refresh_liveness()
-            except (StorageError, Closed):
-                pass  # the next round (or a take) tries again; past owner_timeout the leases go
-
-    def refresh_liveness(self) -> None:
-        """Refresh this process's liveness record in every topic it took from
-        (one round trip); the refresher thread calls it."""
-        client = self._redis()
-        script = self._scripts["alive"]
-        topics = sorted(self._taken_topics)
-        if not topics:
-            return
-
-        def run() -> None:
-            pipe = client.pipeline(transaction=False)
-            for topic in topics:
-                script(keys=self._keys(topic), args=[self._tag(topic) + ":m:", self._owner, self._owner_ms],
-                       client=pipe)
-            pipe.execute()
-
-        self._call(run)
-
-    def owners(self, topic: str) -> dict[str, float]:
-        """Owners with a liveness record in ``topic``: seconds until each
-        lapses (negative: lapsed, its leases about to be taken back)."""
-        flat = self._run("owners", topic)[0]
-        return {_text(flat[i]): int(flat[i + 1]) / 1000 for i in range(0, len(flat), 2)}
-
-    def lapsed_owners(self, topics: list[str]) -> set[str]:
-        """Owners whose liveness record lapsed in any of ``topics`` within the
-        last hour and did not come back (one round trip)."""
-        if not topics:
-            return set()
-        client = self._redis()
-        script = self._scripts["owners"]
-
-        def run() -> list[Any]:
-            pipe = client.pipeline(transaction=False)
-            for topic in topics:
-                script(keys=self._keys(topic), args=[self._tag(topic) + ":m:"], client=pipe)
-            return list(pipe.execute())
-
-        found: set[str] = set()
-        for live, lapsed in self._call(run):
-            found.update(_text(o) for o in lapsed)
-            found.update(_text(live[i]) for i in range(0, len(live), 2) if int(live[i + 1]) < 0)
-        return found
 
     def settle_many(self, topic: str, tokens: list[Any], outcome: str) -> list[bool]:
         """One round trip for the batch: the settle script once per lease,
@@ -570,6 +494,10 @@ class RedisBackend(Backend):
     def close(self) -> None:
         if not self._closed:
             self._stop_refresh.set()
+            refresher = self._refresher
+            if refresher is not None and refresher is not threading.current_thread() and os.getpid() == self._pid:
+                # A refresh in flight must not record this owner again after it is gone.
+                refresher.join(timeout=2)
             # Leases this process still holds are given back at once, not
             # after owner_timeout (only in the process that took them).
             if self._taken_topics and os.getpid() == self._pid:
@@ -587,81 +515,3 @@ class RedisBackend(Backend):
                 self._client.close()
             except redis.exceptions.RedisError:
                 pass
-
-    # -- paused topics, consumer controls ----------------------------------------
-    def set_paused(self, topic: str, paused: bool) -> None:
-        client = self._redis()
-        key = f"{self.prefix}:paused"
-        self._call(client.sadd if paused else client.srem, key, topic)
-
-    def paused_topics(self) -> set[str]:
-        client = self._redis()
-        return {_text(t) for t in self._call(client.smembers, f"{self.prefix}:paused")}
-
-    def write_control(self, key: str, record: dict[str, Any]) -> None:
-        client = self._redis()
-        self._call(client.hset, f"{self.prefix}:controls", key, json.dumps(record, default=str))
-
-    def remove_control(self, key: str) -> None:
-        client = self._redis()
-        self._call(client.hdel, f"{self.prefix}:controls", key)
-
-    def controls(self) -> dict[str, dict[str, Any]]:
-        client = self._redis()
-        out: dict[str, dict[str, Any]] = {}
-        for key, value in self._call(client.hgetall, f"{self.prefix}:controls").items():
-            try:
-                out[_text(key)] = json.loads(value)
-            except ValueError:
-                continue
-        return out
-
-    # -- heartbeats ------------------------------------------------------------
-    def _hb(self, key: str) -> str:
-        return f"{self.prefix}:heartbeat:{{hb}}:{key}"
-
-    def _hb_index(self) -> str:
-        return f"{self.prefix}:heartbeats:{{hb}}"
-
-    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
-        client = self._redis()
-        data = json.dumps(record, default=str)
-
-        def write() -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.set(self._hb(key), data, ex=HEARTBEAT_TTL)
-            pipe.zadd(self._hb_index(), {key: time.time()})
-            pipe.execute()
-
-        self._call(write)
-
-    def remove_heartbeat(self, key: str) -> None:
-        client = self._redis()
-
-        def remove() -> None:
-            pipe = client.pipeline(transaction=True)
-            pipe.delete(self._hb(key))
-            pipe.zrem(self._hb_index(), key)
-            pipe.execute()
-
-        self._call(remove)
-
-    def heartbeats(self) -> list[dict[str, Any]]:
-        client = self._redis()
-        keys = [_text(k) for k in self._call(client.zrange, self._hb_index(), 0, -1)]
-        if not keys:
-            return []
-        values = self._call(client.mget, [self._hb(k) for k in keys])
-        out: list[dict[str, Any]] = []
-        gone = []
-        for key, value in zip(keys, values, strict=True):
-            if value is None:
-                gone.append(key)  # expired: forget it
-                continue
-            try:
-                out.append(json.loads(value))
-            except ValueError:
-                gone.append(key)
-        if gone:
-            self._call(client.zrem, self._hb_index(), *gone)
-        return out

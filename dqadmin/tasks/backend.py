@@ -156,7 +156,9 @@ class DQBackend(BaseTaskBackend):  # type: ignore[misc]
         if delay > 0:
             mid = queues.put_delayed(topic, envelope, delay)
         else:
-            mid = queues.put(topic, envelope)
+            # A full topic (max_queue_size) refuses at once with QueueFull: a
+            # view must not wait for room.
+            mid = queues.put(topic, envelope, timeout=0)
         object.__setattr__(result, "id", f"{topic}:{mid}:{token}")
         task_enqueued.send(type(self), task_result=result)
         return result

@@ -63,21 +63,36 @@ class ResultStore:
         """Let go of connections (tests, shutdown)."""
 
 
+class _MemoryRecords:
+    """The records of one memory:// location: id -> (written, expires, JSON)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[str, tuple[float, float, str]] = {}
+
+
 class MemoryResultStore(ResultStore):
-    def __init__(self, ttl: float) -> None:
+    def __init__(self, ttl: float, records: _MemoryRecords | None = None) -> None:
         super().__init__(ttl)
-        self._lock = threading.Lock()
-        self._records: dict[str, tuple[float, str]] = {}
+        shared = records or _MemoryRecords()
+        self._lock = shared.lock
+        self._shared = shared
+
+    @property
+    def _records(self) -> dict[str, tuple[float, str]]:
+        return {k: (at, text) for k, (at, _, text) in self._shared.rows.items()}
 
     def _alive(self, now: float) -> None:
-        for key in [k for k, (at, _) in self._records.items() if at + self.ttl < now]:
-            del self._records[key]
+        rows = self._shared.rows
+        for key in [k for k, (_, expires, _) in rows.items() if expires < now]:
+            del rows[key]
 
     def save(self, record: dict[str, Any]) -> None:
         text = json.dumps(record)
+        now = time.time()
         with self._lock:
-            self._records.pop(record["id"], None)  # re-inserted last: the newest
-            self._records[record["id"]] = (time.time(), text)
+            self._shared.rows.pop(record["id"], None)  # re-inserted last: the newest
+            self._shared.rows[record["id"]] = (now, now + self.ttl, text)
 
     def get(self, result_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -105,18 +120,19 @@ class MemoryResultStore(ResultStore):
 
     def delete(self, result_id: str) -> None:
         with self._lock:
-            self._records.pop(result_id, None)
+            self._shared.rows.pop(result_id, None)
 
 
 class SqliteResultStore(ResultStore):
     """One SQLite file shared by every process of the machine."""
 
-    # WITHOUT ROWID: the id is the table's own key, so a write changes two
-    # b-trees (the table and the index by time), not three.
+    # WITHOUT ROWID: the id is the table's own key, so a write changes the
+    # table and the index by time, not a third b-tree. Each row carries its
+    # own expiry: backends with different RESULT_TTLs may share the file.
     SCHEMA = (
         "CREATE TABLE IF NOT EXISTS results ("
-        " id TEXT PRIMARY KEY, status TEXT NOT NULL, written REAL NOT NULL, data TEXT NOT NULL)"
-        " WITHOUT ROWID",
+        " id TEXT PRIMARY KEY, status TEXT NOT NULL, written REAL NOT NULL, expires REAL NOT NULL,"
+        " data TEXT NOT NULL) WITHOUT ROWID",
         "CREATE INDEX IF NOT EXISTS results_written ON results (written)",
     )
 
@@ -156,24 +172,22 @@ class SqliteResultStore(ResultStore):
     def save(self, record: dict[str, Any]) -> None:
         now = time.time()
         self._run(
-            "INSERT OR REPLACE INTO results (id, status, written, data) VALUES (?, ?, ?, ?)",
-            (record["id"], str(record.get("status", "")), now, json.dumps(record)),
+            "INSERT OR REPLACE INTO results (id, status, written, expires, data) VALUES (?, ?, ?, ?, ?)",
+            (record["id"], str(record.get("status", "")), now, now + self.ttl, json.dumps(record)),
         )
         if now - self._swept >= SWEEP_EVERY:
             self._swept = now
-            self._run("DELETE FROM results WHERE written < ?", (now - self.ttl,))
+            self._run("DELETE FROM results WHERE expires < ?", (now,))
 
     def get(self, result_id: str) -> dict[str, Any] | None:
-        rows = self._run(
-            "SELECT data FROM results WHERE id = ? AND written >= ?", (result_id, time.time() - self.ttl)
-        )
+        rows = self._run("SELECT data FROM results WHERE id = ? AND expires >= ?", (result_id, time.time()))
         return json.loads(rows[0][0]) if rows else None
 
     def recent(
         self, limit: int = 50, status: str | None = None, before: float | None = None
     ) -> list[dict[str, Any]]:
-        sql = "SELECT written, data FROM results WHERE written >= ?"
-        args: list[Any] = [time.time() - self.ttl]
+        sql = "SELECT written, data FROM results WHERE expires >= ?"
+        args: list[Any] = [time.time()]
         if status is not None:
             sql += " AND status = ?"
             args.append(status)
@@ -218,12 +232,14 @@ class RedisResultStore(ResultStore):
             self._pid = os.getpid()
         return self._client
 
+    # One hash tag for every result key and the index: MGET of a page of
+    # results stays on one Redis Cluster slot.
     def _key(self, result_id: str) -> str:
-        return f"{self.prefix}:taskresult:{result_id}"
+        return f"{self.prefix}:{{taskresults}}:{result_id}"
 
     @property
     def _index(self) -> str:
-        return f"{self.prefix}:taskresults"
+        return f"{self.prefix}:{{taskresults}}"
 
     def _call(self, fn: Any, *args: Any) -> Any:
         try:
@@ -282,7 +298,9 @@ class RedisResultStore(ResultStore):
         self._client = None
 
 
-_stores: dict[tuple[str, str], ResultStore] = {}
+_stores: dict[tuple[str, str, float], ResultStore] = {}
+# The records of each memory:// location, shared by its stores of any TTL.
+_memory: dict[tuple[str, str], _MemoryRecords] = {}
 _lock = threading.Lock()
 
 
@@ -291,18 +309,19 @@ def store_for(queues: Queues, ttl: float) -> ResultStore:
     one per location and process, its connections kept open."""
     location = queues.location
     prefix = str(queues.options.get("prefix", "dq"))
+    key = (location, prefix, float(ttl))
     with _lock:
-        found = _stores.get((location, prefix))
+        found = _stores.get(key)
         if found is None:
             if location.startswith("memory://"):
-                found = MemoryResultStore(ttl)
+                records = _memory.setdefault((location, prefix), _MemoryRecords())
+                found = MemoryResultStore(ttl, records)
             elif location.startswith(("redis://", "rediss://", "unix://")):
                 found = RedisResultStore(location, prefix, ttl)
             else:
                 root = location.removeprefix("file://")
                 found = SqliteResultStore(os.path.join(root, ".tasks", "results.sqlite3"), ttl)
-            _stores[(location, prefix)] = found
-        found.ttl = float(ttl)
+            _stores[key] = found
         return found
 
 

@@ -164,7 +164,9 @@ def consumer_control(request: HtmxHttpRequest, key: str, action: str) -> HttpRes
     beats = {b.get("key"): b for b in queues.backend.heartbeats()}
     if key not in beats:
         raise NotFound(f"no consumer process {key!r} (it may have stopped)")
-    request_control(queues, key, action, by=request.user.get_username())
+    started = beats[key].get("started")
+    request_control(queues, key, action, by=request.user.get_username(),
+                    started=float(started) if isinstance(started, (int, float)) else None)
     beat = beats[key]
     audit.record(action, user=by_request(request), detail=f"consumer {beat.get('host')}:{beat.get('pid')} ({key})")
     what = "be quiet (take no new messages)" if action == "quiet" else "stop"

@@ -34,6 +34,7 @@ from dqadmin.views.base import (
     dashboard_view,
     existing_topic,
     flash,
+    int_param,
     next_url,
     parse_message_id,
     pretty_value,
@@ -169,6 +170,11 @@ def bulk(request: HtmxHttpRequest, topic: str) -> HttpResponse:
         raise BadParameter(str(exc)) from None
     if action == "requeue":
         found = [m for m in found if m.state != "ready"]  # already ready: nothing to do
+    # The confirmed act changes only what the dry run could have shown:
+    # messages put since (with higher ids) are left alone.
+    upto = int_param(data.get("upto"), "upto", 0)
+    if confirmed and upto is not None:
+        found = [m for m in found if m.id <= upto]
     back = next_url(request, reverse("dqadmin:topic", args=[topic]) + f"?{urlencode({'state': state})}")
     if not confirmed:
         context = {
@@ -179,6 +185,7 @@ def bulk(request: HtmxHttpRequest, topic: str) -> HttpResponse:
             "count": len(found),
             "sample": found[:SAMPLE],
             "more": max(0, len(found) - SAMPLE),
+            "upto": max((m.id for m in found), default=0),
             "filter": flt,
             "state": state,
             "ids": ids,
@@ -245,6 +252,9 @@ def resend(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespons
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         context["error"] = f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+        return render(request, "dqadmin/resend.html", context, status=400)
+    except RecursionError:
+        context["error"] = "Invalid JSON: nested too deeply."
         return render(request, "dqadmin/resend.html", context, status=400)
     try:
         new_id = queues.put(target, value, timeout=0)

@@ -250,8 +250,11 @@ def _task_of(queues: Queues, topic: str, msg: Message) -> dict[str, Any] | None:
         return None
     result_id = result_id_for(topic, msg.id, msg.value)
     info = task_info(queues, results_store(queues), result_id)
-    if info is None:  # a completed task whose result expired
-        info = {**msg.value, "id": result_id, "status": "", "worker_ids": [], "errors": []}
+    if info is None:  # a completed task whose result expired, or a malformed envelope
+        env = msg.value
+        info = {"id": result_id, "task": str(env.get("task")), "queue": str(env.get("queue", "")),
+                "args": env.get("args", []), "kwargs": env.get("kwargs", {}), "status": "",
+                "worker_ids": [], "errors": []}
     info.setdefault("topic", topic)
     info.setdefault("message_id", msg.id)
     return task_panel(info)

@@ -38,7 +38,8 @@ def describe(record: dict[str, Any]) -> dict[str, Any]:
     row["name"] = str(record.get("task", "?"))
     row["short_name"] = row["name"].rsplit(".", 1)[-1]
     started, finished = record.get("last_attempted_at"), record.get("finished_at")
-    row["duration"] = finished - started if started and finished else None
+    numbers = isinstance(started, (int, float)) and isinstance(finished, (int, float))
+    row["duration"] = finished - started if numbers and started and finished else None
     row["attempts"] = len(record.get("worker_ids") or [])
     errors = record.get("errors") or []
     row["last_error"] = errors[-1] if errors else None

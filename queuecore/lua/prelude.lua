@@ -157,6 +157,7 @@ local function housekeep()
 end
 
 local function remove(id, h)
+  unhold(id, h)
   drop_entry(h)
   unindex(id)
   redis.call('HINCRBY', K_META, 'bytes', -redis.call('HSTRLEN', h, 'p'))

@@ -32,10 +32,11 @@ from queuecore.errors import (
     QueueFull,
     StorageError,
 )
-from queuecore.slab import browse, flags, heartbeats
+from queuecore.slab import browse
 from queuecore.slab.check import check_topics
 from queuecore.slab.crashpoints import CRASH_AT, crash
 from queuecore.slab.durability import sync_topic
+from queuecore.slab.flags import SideFiles
 from queuecore.slab.format import MAIN, _now
 from queuecore.slab.operations import (
     append_ready,
@@ -67,7 +68,7 @@ def _after_fork() -> None:
 os.register_at_fork(after_in_child=_after_fork)
 
 
-class SlabBackend(Backend):
+class SlabBackend(SideFiles, Backend):
     """Slab files in a directory; safe for many processes and threads."""
 
     name = "slab"
@@ -490,29 +491,3 @@ class SlabBackend(Backend):
         self._topics.clear()
         self.owners.close()
         _instances.discard(self)
-
-    # -- heartbeats ---------------------------------------------------------------
-    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
-        heartbeats.write(self.root, key, record)
-
-    def remove_heartbeat(self, key: str) -> None:
-        heartbeats.remove(self.root, key)
-
-    def heartbeats(self) -> list[dict[str, Any]]:
-        return heartbeats.read_all(self.root)
-
-    # -- paused topics, consumer controls -----------------------------------------
-    def set_paused(self, topic: str, paused: bool) -> None:
-        flags.set_paused(self.root, topic, paused)
-
-    def paused_topics(self) -> set[str]:
-        return flags.paused_topics(self.root)
-
-    def write_control(self, key: str, record: dict[str, Any]) -> None:
-        flags.write_control(self.root, key, record)
-
-    def remove_control(self, key: str) -> None:
-        flags.remove_control(self.root, key)
-
-    def controls(self) -> dict[str, dict[str, Any]]:
-        return flags.controls(self.root)

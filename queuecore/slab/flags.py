@@ -59,3 +59,36 @@ def controls(root: str) -> dict[str, dict[str, Any]]:
         if isinstance(data.get("key"), str) and isinstance(data.get("record"), dict):
             out[data["key"]] = data["record"]
     return out
+
+
+class SideFiles:
+    """The heartbeats, paused topics and requests of a slab directory, as
+    methods of :class:`~queuecore.slab.SlabBackend` (``root`` is its folder)."""
+
+    root: str
+
+    # -- heartbeats ---------------------------------------------------------------
+    def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:
+        heartbeats.write(self.root, key, record)
+
+    def remove_heartbeat(self, key: str) -> None:
+        heartbeats.remove(self.root, key)
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        return heartbeats.read_all(self.root)
+
+    # -- paused topics, consumer controls -----------------------------------------
+    def set_paused(self, topic: str, paused: bool) -> None:
+        set_paused(self.root, topic, paused)
+
+    def paused_topics(self) -> set[str]:
+        return paused_topics(self.root)
+
+    def write_control(self, key: str, record: dict[str, Any]) -> None:
+        write_control(self.root, key, record)
+
+    def remove_control(self, key: str) -> None:
+        remove_control(self.root, key)
+
+    def controls(self) -> dict[str, dict[str, Any]]:
+        return controls(self.root)

@@ -207,7 +207,10 @@ def test_a_narrow_screen_has_no_sideways_scroll(browser: Any, login_state: str, 
     for path in ("/", "/topics/keys/", "/failed/"):
         page.goto(f"{server.url}{path}")
         width = page.evaluate("document.documentElement.scrollWidth")
-        assert width <= 400, f"{path} is {width} px wide"
+        wide = page.evaluate("""() => [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > 401 && !e.closest('.grid'))
+            .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+        assert width <= 400, f"{path} is {width} px wide: {wide}"
     page.goto(f"{server.url}/")
     page.screenshot(path=str(save / "overview-narrow.png"), full_page=True)
     context.close()

@@ -419,3 +419,22 @@ def test_quiet_and_stop_requests_reach_the_runner_through_the_location(
         assert operator.backend.controls() == {}  # consumed and cleaned up
         with pytest.raises(ValueError):
             request(operator, runner.key, "explode")
+
+
+def test_a_request_for_an_earlier_process_with_the_same_key_is_ignored(
+    backend_name: str, registry: ConsumerRegistry, tmp_path: Path
+) -> None:
+    from dqadmin.runner import request
+
+    handled: list[Any] = []
+    registry.consumer("q1")(handled.append)
+    with new_store(backend_name, tmp_path) as store, store.open() as qs:
+        runner = Runner(qs, list(registry), heartbeat_interval=0.05, poll_interval=0.05)
+        # Left by a process of the same host and pid that started long ago.
+        request(qs, runner.key, "quiet", by="ops", started=1.0)
+        bg = Background(runner)
+        wait_for(lambda: qs.backend.controls() == {}, what="the stale request to be dropped")
+        qs.put("q1", 1)
+        wait_for(lambda: handled == [1], what="the message")
+        assert not runner.quieted
+        bg.stop()

@@ -362,6 +362,18 @@ class Fleet:
         for m in self.members.values():
             self.start(m)
 
+    def wait_until_working(self, timeout: float = 60.0) -> None:
+        """Wait until a producer has had a put acknowledged: on a loaded
+        machine the children can take seconds to start, and killing them
+        before they did anything would test nothing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for m in self.members.values():
+                if m.role == "produce" and m.ledger and os.path.exists(m.ledger) and "ack" in Path(m.ledger).read_text():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"no producer had a put acknowledged within {timeout} s")
+
     def kill(self, m: Member) -> bool:
         """SIGKILL ``m``; False if it had already exited."""
         assert m.proc is not None

@@ -57,6 +57,7 @@ def campaign(
         fleet.add("rc", "runconsumers", topics=["rel"], concurrency=2)
     try:
         fleet.start_all()
+        fleet.wait_until_working()
         for _ in range(rounds):
             time.sleep(rng.uniform(0.1, 0.7))  # a random moment, not a timed check
             fleet.kill_some()

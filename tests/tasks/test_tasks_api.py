@@ -239,3 +239,35 @@ def test_results_expire(where: Where) -> None:
         time.sleep(1.2)
         with pytest.raises(TaskResultDoesNotExist):
             backend().get_result(result.id)
+
+
+def test_a_full_queue_refuses_an_enqueue_at_once(where: Where) -> None:
+    from django.test import override_settings
+
+    from dqadmin.queues import close_queues
+    from queuecore import QueueFull
+
+    with override_settings(DQ={"LOCATION": where.location, "OPTIONS": {**where.options, "max_queue_size": 1}}):
+        try:
+            tasks.add.enqueue(1, 1)
+            with pytest.raises(QueueFull):
+                tasks.add.enqueue(2, 2)  # never waits for room in a request
+        finally:
+            close_queues()
+
+
+def test_backends_with_different_ttls_share_a_location(where: Where) -> None:
+    long = {"default": {**TASKS_SETTING["default"], "OPTIONS": {"RESULT_TTL": 3600}}}
+    short = {"default": {**TASKS_SETTING["default"], "OPTIONS": {"RESULT_TTL": 1}}}
+    with override_settings(TASKS=long):
+        result = tasks.add.enqueue(1, 2)
+        work()
+    with override_settings(TASKS=short):
+        other = tasks.add.enqueue(3, 4)
+        work()
+    time.sleep(1.2)
+    with override_settings(TASKS=long):
+        assert backend().get_result(result.id).return_value == 3  # kept for its own hour
+    with override_settings(TASKS=short):
+        with pytest.raises(TaskResultDoesNotExist):
+            backend().get_result(other.id)

@@ -332,3 +332,19 @@ def test_quiet_and_stop_a_consumer_from_the_overview(op_client: Client, ro_clien
     assert op_client.post(f"/consumers/{key}/explode/").status_code == 404
     qs.backend.remove_heartbeat(key)
     qs.backend.remove_control(key)
+
+
+def test_a_confirmed_bulk_action_leaves_what_came_after_the_dry_run(op_client: Client, qs: Queues) -> None:
+    qs.put_many("q1", ["a", "b"])
+    dry = op_client.get("/topics/q1/bulk/?action=delete&state=ready").content.decode()
+    upto = re.search(r'name="upto" value="(\d+)"', dry)
+    assert upto and upto.group(1) == "2"
+    later = qs.put("q1", "put after the count")
+    op_client.post("/topics/q1/bulk/", {"action": "delete", "state": "ready", "confirm": "yes", "upto": upto.group(1)})
+    assert [m.id for m in qs.messages("q1")] == [later]
+
+
+def test_deeply_nested_json_is_refused(op_client: Client, qs: Queues) -> None:
+    mid = qs.put("q1", {"a": 1})
+    answer = op_client.post(f"/topics/q1/messages/{mid}/resend/", {"value": "[" * 100_000, "to": "q1"})
+    assert answer.status_code == 400 and "nested too deeply" in answer.content.decode()
