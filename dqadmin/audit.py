@@ -9,6 +9,7 @@ never undoes or blocks the action itself, which has already happened.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -46,7 +47,7 @@ def record(
         with transaction.atomic():
             AuditEntry.objects.create(
                 user=user[:150] or "unknown", source=source, action=action[:40], topic=topic[:100],
-                count=max(0, int(count)), message_ids=kept, detail=detail,
+                count=max(0, int(count)), message_ids=json.dumps(kept), detail=detail,
             )
     except Exception as exc:  # the action happened: say so in the log, do not fail it
         logger.warning("could not write the audit entry %s %s by %s (run migrate?): %s: %s",
@@ -70,4 +71,4 @@ def for_message(topic: str, message_id: int, limit: int = 2000) -> list[Any]:
     except DatabaseError as exc:  # not migrated yet: the page shows the rest
         logger.warning("could not read the audit log (run migrate?): %s", exc)
         return []
-    return [e for e in recent if message_id in (e.message_ids or [])]
+    return [e for e in recent if message_id in e.ids()]

@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
                 ('action', models.CharField(db_index=True, max_length=40)),
                 ('topic', models.CharField(blank=True, db_index=True, max_length=100)),
                 ('count', models.PositiveIntegerField(default=0, help_text='How many messages it changed.')),
-                ('message_ids', models.JSONField(blank=True, default=list)),
+                ('message_ids', models.TextField(blank=True, default='[]')),
                 ('detail', models.TextField(blank=True)),
             ],
             options={

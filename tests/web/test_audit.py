@@ -40,7 +40,7 @@ def test_dashboard_actions_are_logged_with_the_user(op_client: Client, qs: Queue
         ("olga", "delete", "q1", 1),
     ]
     move = AuditEntry.objects.get(action="move")
-    assert move.message_ids == [b] and "to repair" in move.detail and move.source == "dashboard"
+    assert move.ids() == [b] and "to repair" in move.detail and move.source == "dashboard"
 
 
 def test_a_dry_run_and_a_refused_action_log_nothing(op_client: Client, ro_client: Client, qs: Queues) -> None:
