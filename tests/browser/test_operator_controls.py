@@ -116,3 +116,18 @@ def test_search_then_edit_and_resend(browser: Any, login_state: str, server: Ser
     context.close()
     assert [e for e in errors if "status of 400" not in e] == []
     assert len(errors) == 1  # the refused JSON, once
+
+
+def test_an_action_shows_in_the_timeline_and_the_activity(page: Any, server: Server) -> None:
+    qs = server.queues()
+    mid = qs.put("audited", {"order": 9})
+    task = qs.take("audited", timeout=0)
+    assert task is not None and task.fail("KeyError: 'sku'")
+    page.goto(f"{server.url}/topics/audited/messages/{mid}/")
+    expect(page.locator("#timeline")).to_contain_text("attempt 1 ended")
+    page.click("text=Requeue")
+    expect(page.locator("#timeline")).to_contain_text("requeue by admin")
+    page.goto(f"{server.url}/activity/?topic=audited")
+    expect(page.locator("#activity")).to_contain_text("requeue")
+    expect(page.locator("#activity")).to_contain_text("admin")
+    qs.close()
