@@ -118,7 +118,7 @@ def render(stats: dict[str, Any]) -> str:
 
 _HISTOGRAMS = (
     ("handler", "dq_handler_duration_seconds", "Run time of consumer handlers, since each process started."),
-    ("wait", "dq_queue_wait_seconds", "Time messages waited from their put to their first take."),
+    ("wait", "dq_queue_wait_seconds", "Time messages waited to be taken, from their put or their due time (delayed, retried)."),
 )
 
 

@@ -31,8 +31,9 @@ says "quiet") or to **stop** (as SIGTERM): :func:`request` writes the
 request, and the process reads it at each heartbeat. A paused topic
 (``Queues.pause``) delivers nothing to any process until resumed.
 
-Each handler's run time and each message's wait in the queue (its first
-take less its put) go into histograms (:mod:`queuecore.timings`) that the
+Each handler's run time and each message's wait in the queue (its take
+less when it became ready: its put, or its due time if delayed) go into
+histograms (:mod:`queuecore.timings`) that the
 heartbeat carries, so the dashboard and ``/metrics`` show the whole fleet.
 
 A heartbeat record is written through the backend every
@@ -367,9 +368,10 @@ class Runner:
 
     def _handle(self, consumer: Consumer, task: Task) -> None:
         flight = _InFlight(task, consumer, time.monotonic())
-        if task.attempts == 1:
-            # How long it waited: from its put to this first take.
-            self.timings.observe(task.topic, "wait", max(0.0, time.time() - task.enqueued_at))
+        # How long it waited: from when it became ready (its put, its due
+        # time, or its retry's) to this take.
+        self.timings.observe(task.topic, "wait", max(0.0, task.taken_at - task.ready_at))
+        task.started_at = time.time()  # the handler's run time, in its history
         with self._lock:
             given_back = self._finished
             if not given_back:

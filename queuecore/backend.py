@@ -35,6 +35,8 @@ class Record:
     lease: Lease | None = None
     errors: tuple[dict[str, Any], ...] = ()
     not_before: float | None = None
+    # The process that put it (queuecore.identity.current() there), if known.
+    origin: dict[str, Any] | None = None
 
 
 @dataclass
@@ -47,6 +49,22 @@ class Delivery:
     enqueued_at: float
     token: Any
     errors: tuple[dict[str, Any], ...] = field(default=())
+    # Since when it was ready to take: its put, its due time (delayed, or a
+    # retry with a delay), or when a retry, a requeue or a lost lease put
+    # it back. None: the backend does not know (then its put).
+    ready_at: float | None = None
+
+
+# Why a lease ended without a settle, as lost_lease() records it.
+LEASE_EXPIRED = "lease expired: not settled or extended within visibility_timeout"
+OWNER_DIED = "lease lost: the process holding it ended (exited, was killed, or closed its queues)"
+OWNER_CLOSED = "given back: the process holding it closed its queues"
+OWNER_LAPSED = "lease lost: the process holding it stopped renewing its liveness"
+
+
+def lost_lease(attempt: int, reason: str, by: str, at: float) -> dict[str, Any]:
+    """The error a backend keeps with a message whose lease it took back."""
+    return {"at": at, "attempt": attempt, "reason": reason, "outcome": "lost", "by": by}
 
 
 class Backend:
@@ -57,7 +75,7 @@ class Backend:
 
     def put(self, topic: str, payloads: list[bytes], timeout: float | None) -> list[int]:
         """Append the payloads as ready messages, all or none, and return their
-        ids. Waits up to ``timeout`` for room under ``max_queue_size`` (None:
+        ids; each keeps ``queuecore.identity.current()`` as its origin. Waits up to ``timeout`` for room under ``max_queue_size`` (None:
         forever, 0: not at all), then raises QueueFull."""
         raise NotImplementedError("Backend.put(topic, payloads, timeout) -> list[int]")
 
@@ -76,8 +94,14 @@ class Backend:
     ) -> bool:
         """End a lease: ``outcome`` is "complete", "retry" (ready again after
         ``delay`` seconds) or "fail" (to the failed store). ``error`` is a
-        dict with "reason" (and "traceback") kept with the message. False when
-        the lease was lost (expired, or its owner was found dead)."""
+        dict with "reason" (and "traceback", and the delivery's "by",
+        "taken_at", "ran"), kept with the message (the last MAX_ERRORS_KEPT).
+        False when the lease was lost (expired, or its owner was found dead).
+
+        A lease lost that way is kept with the message too, as an error
+        with "outcome": "lost", the "reason" and (where the backend knows
+        the owner) "by": the message's history names every delivery that
+        did not complete."""
         raise NotImplementedError("Backend.settle(topic, token, outcome, delay, error) -> bool")
 
     def extend(self, topic: str, token: Any, seconds: float) -> bool:

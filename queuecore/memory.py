@@ -17,7 +17,16 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from queuecore.backend import Backend, Delivery, Lease, Record
+from queuecore import identity
+from queuecore.backend import (
+    LEASE_EXPIRED,
+    OWNER_CLOSED,
+    Backend,
+    Delivery,
+    Lease,
+    Record,
+    lost_lease,
+)
 from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
 from queuecore.errors import MessageNotFound, QueueFull
 
@@ -33,6 +42,8 @@ class _Entry:
     not_before: float | None = None
     lease: Lease | None = None
     token: int = 0
+    origin: dict[str, Any] | None = None
+    ready_at: float | None = None  # None: since its put
 
 
 @dataclass
@@ -91,10 +102,19 @@ class MemoryBackend(Backend):
     def _size(self, t: _Topic) -> int:
         return sum(1 for e in t.entries.values() if e.state in ("ready", "delayed", "in_progress"))
 
-    def _make_ready(self, t: _Topic, e: _Entry) -> None:
+    def _make_ready(self, t: _Topic, e: _Entry, since: float | None = None) -> None:
+        e.ready_at = time.time() if since is None else since
         e.state, e.lease, e.not_before = "ready", None, None
         t.ready[e.id] = None
         t.ready.move_to_end(e.id)
+
+    def _take_back(self, t: _Topic, e: _Entry, reason: str) -> None:
+        """A lease ended unsettled: ready again, the loss kept in its history."""
+        now = time.time()
+        # Every owner of a memory:// store is a thread of this process.
+        lost = lost_lease(e.attempts, reason, identity.label(identity.current()), now)
+        e.errors = (e.errors + (lost,))[-MAX_ERRORS_KEPT:]
+        self._make_ready(t, e, now)
 
     def _housekeep(self, t: _Topic) -> float | None:
         """Promote due delayed messages and reclaim expired leases; returns the
@@ -104,14 +124,14 @@ class MemoryBackend(Backend):
         due = sorted((e.not_before or 0, e.id) for e in t.entries.values() if e.state == "delayed")
         for when, mid in due:
             if when <= now:
-                self._make_ready(t, t.entries[mid])
+                self._make_ready(t, t.entries[mid], when)
             else:
                 nxt = when if nxt is None else min(nxt, when)
                 break
         for e in t.entries.values():
             if e.state == "in_progress" and e.lease is not None:
                 if e.lease.deadline <= now:
-                    self._make_ready(t, e)
+                    self._take_back(t, e, LEASE_EXPIRED)
                 else:
                     nxt = e.lease.deadline if nxt is None else min(nxt, e.lease.deadline)
         return nxt
@@ -132,6 +152,7 @@ class MemoryBackend(Backend):
             lease=e.lease,
             errors=e.errors,
             not_before=e.not_before,
+            origin=e.origin,
         )
 
     def _get(self, topic: str, id: int) -> _Entry:
@@ -154,9 +175,10 @@ class MemoryBackend(Backend):
                     raise QueueFull(topic, self.max_queue_size)
                 self._cond.wait(left)
             now = time.time()
+            origin = identity.current()
             ids = []
             for payload in payloads:
-                e = _Entry(id=t.next_id, payload=bytes(payload), enqueued_at=now)
+                e = _Entry(id=t.next_id, payload=bytes(payload), enqueued_at=now, origin=origin)
                 t.next_id += 1
                 t.entries[e.id] = e
                 t.ready[e.id] = None
@@ -172,7 +194,7 @@ class MemoryBackend(Backend):
             t = self._topic(topic)
             for r in records:
                 e = _Entry(id=t.next_id, payload=bytes(r.payload), enqueued_at=r.enqueued_at,
-                           attempts=r.attempts, errors=tuple(r.errors))
+                           attempts=r.attempts, errors=tuple(r.errors), origin=r.origin)
                 t.next_id += 1
                 t.counters["enqueued"] += 1
                 t.entries[e.id] = e
@@ -210,7 +232,8 @@ class MemoryBackend(Backend):
                 e.attempts += 1
                 e.token = next(_tokens)
                 e.lease = Lease(self.owner, now + self.visibility_timeout)
-                out.append(Delivery(e.id, e.payload, e.attempts, e.enqueued_at, (e.id, e.token), e.errors))
+                out.append(Delivery(e.id, e.payload, e.attempts, e.enqueued_at, (e.id, e.token), e.errors,
+                                    e.ready_at))
             return out
 
     def settle(
@@ -228,7 +251,7 @@ class MemoryBackend(Backend):
             if e is None or not self._holds(e, tok):
                 return False
             if e.lease is not None and e.lease.deadline <= time.time():
-                self._make_ready(t, e)  # expired: it belongs to the next taker
+                self._take_back(t, e, LEASE_EXPIRED)  # it belongs to the next taker
                 self._cond.notify_all()
                 return False
             if error is not None:
@@ -258,7 +281,7 @@ class MemoryBackend(Backend):
                 return False
             now = time.time()
             if e.lease.deadline <= now:
-                self._make_ready(t, e)  # expired: it belongs to the next taker
+                self._take_back(t, e, LEASE_EXPIRED)  # it belongs to the next taker
                 self._cond.notify_all()
                 return False
             e.lease = Lease(self.owner, now + seconds)
@@ -367,7 +390,7 @@ class MemoryBackend(Backend):
             for t in self._store.topics.values():
                 for e in list(t.entries.values()):
                     if e.state == "in_progress" and e.lease is not None and e.lease.owner == self.owner:
-                        self._make_ready(t, e)
+                        self._take_back(t, e, OWNER_CLOSED)
             self._cond.notify_all()
 
     def write_heartbeat(self, key: str, record: dict[str, Any]) -> None:

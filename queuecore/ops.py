@@ -138,6 +138,8 @@ def message_dict(message: Message) -> dict[str, Any]:
         "size": message.size,
         "value": message.value,
     }
+    if message.origin is not None:
+        data["origin"] = message.origin
     if message.not_before is not None:
         data["not_before"] = message.not_before
     if message.lease is not None:

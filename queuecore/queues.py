@@ -9,6 +9,7 @@ import traceback as traceback_module
 from dataclasses import dataclass
 from typing import Any
 
+from queuecore import identity
 from queuecore.backend import Backend, Delivery, Lease, Record, public_location
 from queuecore.defaults import (
     DEFAULTS,
@@ -68,12 +69,21 @@ def _cut(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
     return text[:half] + f"\n... [{len(text) - limit} characters cut] ...\n" + text[-half:]
 
 
-def _error_record(reason: str | BaseException | None, tb: str | None, attempt: int) -> dict[str, Any]:
+def _error_record(reason: str | BaseException | None, tb: str | None, task: Task, outcome: str) -> dict[str, Any]:
+    """What a delivery that did not complete leaves in the message's
+    history: when and why it ended, which process had it, when it took it
+    and how long the handler ran (from ``task.started_at``, else the take)."""
     if isinstance(reason, BaseException):
         if tb is None:
             tb = "".join(traceback_module.format_exception(reason))
         reason = f"{type(reason).__name__}: {reason}"
-    record: dict[str, Any] = {"at": time.time(), "attempt": attempt, "reason": _cut(str(reason or ""))}
+    now = time.time()
+    started = task.started_at if task.started_at is not None else task.taken_at
+    record: dict[str, Any] = {
+        "at": now, "attempt": task.attempts, "reason": _cut(str(reason or "")), "outcome": outcome,
+        "by": identity.label(identity.current()), "taken_at": task.taken_at,
+        "ran": round(max(0.0, now - started), 6),
+    }
     if tb:
         record["traceback"] = _cut(tb)
     return record
@@ -95,6 +105,8 @@ class Message:
     errors: tuple[dict[str, Any], ...]
     not_before: float | None = None
     decode_error: str | None = None
+    # The process that put it: ``{"host", "pid", "cmd"}`` (None: not known).
+    origin: dict[str, Any] | None = None
 
     @property
     def size(self) -> int:
@@ -106,9 +118,11 @@ class Task:
     """A message taken from a topic, leased to this process until it is
     completed, retried or failed (or its lease runs out)."""
 
-    __slots__ = ("_queues", "topic", "id", "value", "attempts", "enqueued_at", "errors", "_token", "_settled")
+    __slots__ = ("_queues", "topic", "id", "value", "attempts", "enqueued_at", "errors", "ready_at",
+                 "taken_at", "started_at", "_token", "_settled")
 
-    def __init__(self, queues: Queues, topic: str, delivery: Delivery, value: Any) -> None:
+    def __init__(self, queues: Queues, topic: str, delivery: Delivery, value: Any,
+                 taken_at: float | None = None) -> None:
         self._queues = queues
         self.topic = topic
         self.id = delivery.id
@@ -116,6 +130,12 @@ class Task:
         self.attempts = delivery.attempts
         self.enqueued_at = delivery.enqueued_at
         self.errors = delivery.errors
+        # Since when it waited to be taken (its put, or its due time), and
+        # when it was: the difference is its wait in the queue.
+        self.ready_at = delivery.ready_at if delivery.ready_at is not None else delivery.enqueued_at
+        self.taken_at = time.time() if taken_at is None else taken_at
+        # When its handler began (a consumer sets it); None: at the take.
+        self.started_at: float | None = None
         self._token = delivery.token
         self._settled = False
 
@@ -165,12 +185,12 @@ class Task:
         ``reason`` (and ``traceback``) is kept with the message's errors."""
         if delay < 0:
             raise ValueError("delay must be >= 0")
-        error = _error_record(reason, traceback, self.attempts) if reason is not None else None
+        error = _error_record(reason, traceback, self, "retry") if reason is not None else None
         return self._settle("retry", float(delay), error)
 
     def fail(self, reason: str | BaseException = "", *, traceback: str | None = None) -> bool:
         """To the topic's failed store with the reason (and traceback)."""
-        return self._settle("fail", 0.0, _error_record(reason, traceback, self.attempts))
+        return self._settle("fail", 0.0, _error_record(reason, traceback, self, "fail"))
 
 
 def _open_backend(location: str, options: dict[str, Any]) -> Backend:
@@ -289,6 +309,7 @@ class Queues:
             errors=record.errors,
             not_before=record.not_before,
             decode_error=problem,
+            origin=record.origin,
         )
 
     # -- producing ---------------------------------------------------------
@@ -332,6 +353,7 @@ class Queues:
         record = Record(
             id=0, payload=self._encode(value), state="delayed" if delay > 0 else "ready",
             attempts=0, enqueued_at=now, not_before=now + delay if delay > 0 else None,
+            origin=identity.current(),
         )
         return self._backend_open().restore(topic, [record])[0]
 
@@ -367,17 +389,17 @@ class Queues:
             if deliveries or (left is not None and left <= step):
                 break
         tasks = []
+        taken_at = time.time()
         for delivery in deliveries:
             try:
                 value = self.serializer.loads(delivery.payload)
             except Exception as exc:
                 # A payload this serializer cannot read would fail every
                 # consumer forever: send it to the failed store at once.
-                backend.settle(
-                    topic, delivery.token, "fail", 0.0, _error_record(exc, None, delivery.attempts)
-                )
+                task = Task(self, topic, delivery, None, taken_at)
+                backend.settle(topic, delivery.token, "fail", 0.0, _error_record(exc, None, task, "fail"))
                 continue
-            tasks.append(Task(self, topic, delivery, value))
+            tasks.append(Task(self, topic, delivery, value, taken_at))
         return tasks
 
     # -- pausing -------------------------------------------------------------

@@ -60,7 +60,17 @@ from typing import Any
 import redis
 import redis.exceptions
 
-from queuecore.backend import Backend, Delivery, Lease, Record, public_location
+from queuecore import identity
+from queuecore.backend import (
+    LEASE_EXPIRED,
+    OWNER_CLOSED,
+    OWNER_LAPSED,
+    Backend,
+    Delivery,
+    Lease,
+    Record,
+    public_location,
+)
 from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
 from queuecore.errors import Closed, InvalidOption, MessageNotFound, QueueFull, StorageError
 from queuecore.redis_side import HEARTBEAT_TTL, Liveness, SideRecords  # noqa: F401  (HEARTBEAT_TTL: importable from here too)
@@ -92,6 +102,10 @@ _SCRIPT_NAMES = ("put", "take", "settle", "stats", "info", "messages", "peek", "
 def _read_scripts() -> dict[str, str]:
     folder = resources.files("queuecore") / "lua"
     prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
+    # Constants the scripts share with Python (a JSON string is a Lua string).
+    for name, value in (("ERRORS_KEPT", MAX_ERRORS_KEPT), ("LEASE_EXPIRED", LEASE_EXPIRED),
+                        ("OWNER_LAPSED", OWNER_LAPSED), ("OWNER_CLOSED", OWNER_CLOSED)):
+        prelude = prelude.replace(f"@{name}@", json.dumps(value))
     return {name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES}
 
 
@@ -119,6 +133,28 @@ def _errors(raw: list[Any]) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
+_origin_cache: tuple[int, str] = (0, "")
+
+
+def _origin_json() -> str:
+    """This process as the origin of its puts, encoded once (again in a fork)."""
+    global _origin_cache
+    pid = os.getpid()
+    if _origin_cache[0] != pid:
+        _origin_cache = (pid, json.dumps(identity.current(), separators=(",", ":")))
+    return _origin_cache[1]
+
+
+def _origin(raw: Any) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _record(row: list[Any]) -> Record:
     """A message as the scripts return it: {id, HGETALL of its hash, its errors}."""
     mid, flat, errors = row
@@ -137,6 +173,7 @@ def _record(row: list[Any]) -> Record:
         lease=lease,
         errors=_errors(errors),
         not_before=int(nb) / 1000 if nb is not None else None,
+        origin=_origin(f.get("o")),
     )
 
 
@@ -251,7 +288,7 @@ class RedisBackend(Liveness, SideRecords, Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.005
         while True:
-            res = self._run("put", topic, limit, *payloads)
+            res = self._run("put", topic, limit, _origin_json(), *payloads)
             if int(res[0]) == 1:
                 return [int(i) for i in res[1:]]
             # Full: nothing was written. Room comes from another process's
@@ -282,8 +319,9 @@ class RedisBackend(Liveness, SideRecords, Backend):
                         enqueued_at=float(at),
                         token=(int(mid), int(tok)),
                         errors=_errors(errors),
+                        ready_at=float(ra) if ra else None,
                     )
-                    for mid, payload, n, at, tok, errors in out
+                    for mid, payload, n, at, tok, errors, ra in out
                 ]
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
@@ -345,7 +383,8 @@ class RedisBackend(Liveness, SideRecords, Backend):
         args: list[Any] = []
         for r in records:
             nb = "" if r.not_before is None else str(math.ceil(r.not_before * 1000))
-            args += [r.payload, repr(float(r.enqueued_at)), r.attempts, r.state, nb, len(r.errors)]
+            origin = json.dumps(r.origin, default=str) if r.origin else ""
+            args += [r.payload, repr(float(r.enqueued_at)), r.attempts, r.state, nb, origin, len(r.errors)]
             args += [json.dumps(e, default=str) for e in r.errors]
         if not records:
             return []

@@ -41,8 +41,8 @@ from dqadmin.views.base import (
     pretty_value,
 )
 from dqadmin.views.tasks import task_panel
-from queuecore import Message, Queues
-from queuecore.defaults import STATES
+from queuecore import Message, Queues, identity
+from queuecore.defaults import MAX_ERRORS_KEPT, STATES
 from queuecore.timings import KINDS, per_minute
 
 
@@ -218,30 +218,72 @@ def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespon
         "visibility_timeout": queues.options.get("visibility_timeout"),
         "full_url": f"{reverse('dqadmin:message', args=[topic, mid])}?full=1",
         "task": _task_of(queues, topic, msg),
-        "timeline": _timeline(topic, msg),
+        "timeline": _timeline(topic, msg, queues.options.get("visibility_timeout")),
     }
     return render(request, "dqadmin/message.html", context)
 
 
-def _timeline(topic: str, msg: Message) -> list[dict[str, Any]]:
-    """What happened to a message, oldest first: its put, each failure or
-    retry the engine kept (the last MAX_ERRORS_KEPT, with the reason), its
-    current lease, and each operator action on it from the audit log."""
-    events: list[dict[str, Any]] = [{"at": msg.enqueued_at, "what": "enqueued", "detail": ""}]
+def _timeline(topic: str, msg: Message, visibility_timeout: float | None) -> list[dict[str, Any]]:
+    """What happened to a message, oldest first: its put (by which process),
+    each delivery that did not complete as the engine kept it (the last
+    MAX_ERRORS_KEPT: which process took it, when, how long its handler ran,
+    how it ended and why), its current delivery, and each operator action
+    on it from the audit log."""
+    producer = identity.label(msg.origin)
+    events: list[dict[str, Any]] = [{"at": msg.enqueued_at, "what": "enqueued",
+                                     "detail": f"by {producer}" if producer else ""}]
+    kept: set[int] = set()
     for e in msg.errors:
         at = e.get("at")
-        if isinstance(at, (int, float)):
-            reason = str(e.get("reason") or "").strip().splitlines()
-            events.append({"at": float(at), "what": f"attempt {e.get('attempt', '?')} ended",
-                           "detail": reason[0][:200] if reason else ""})
+        if not isinstance(at, (int, float)):
+            continue
+        attempt = e.get("attempt", "?")
+        if isinstance(attempt, int):
+            kept.add(attempt)
+        reason = str(e.get("reason") or "").strip().splitlines()
+        first_line = reason[0][:200] if reason else ""
+        by = identity.label(e.get("by"))
+        outcome = e.get("outcome")
+        taken = e.get("taken_at")
+        ran = e.get("ran")
+        if outcome in ("retry", "fail"):
+            ended = "retried" if outcome == "retry" else "failed"
+            took = f" after {_seconds(ran)}" if isinstance(ran, (int, float)) else ""
+            events.append({"at": float(taken) if isinstance(taken, (int, float)) else float(at),
+                           "what": f"delivery {attempt}{f' to {by}' if by else ''}: {ended}{took}",
+                           "detail": first_line, "delivery": True})
+        elif outcome == "lost":
+            events.append({"at": float(at), "what": f"delivery {attempt}{f' to {by}' if by else ''}: lease lost",
+                           "detail": first_line, "delivery": True})
+        else:  # kept before deliveries were named
+            events.append({"at": float(at), "what": f"attempt {attempt} ended", "detail": first_line})
+    current = msg.attempts if msg.lease is not None or msg.state == "completed" else None
+    unrecorded = [n for n in range(1, msg.attempts + 1) if n not in kept and n != current]
+    if unrecorded:
+        n = len(unrecorded)
+        events.append({"at": msg.enqueued_at, "what": f"{n} deliver{'y' if n == 1 else 'ies'} without a record",
+                       "detail": f"a message keeps its last {MAX_ERRORS_KEPT} deliveries that did not "
+                                 "complete; a retry without a reason leaves none"})
     if msg.lease is not None:
-        events.append({"at": msg.lease.extended_at or time.time(), "what": "held",
-                       "detail": f"by {msg.lease.owner}, lease until "
-                                 f"{dt.datetime.fromtimestamp(msg.lease.deadline, dt.UTC):%H:%M:%S} UTC"})
+        since = msg.lease.extended_at
+        if since is None and visibility_timeout:
+            since = msg.lease.deadline - float(visibility_timeout)
+        events.append({"at": since or time.time(), "what": f"delivery {msg.attempts} to {msg.lease.owner}: running",
+                       "detail": f"lease until {dt.datetime.fromtimestamp(msg.lease.deadline, dt.UTC):%H:%M:%S} UTC",
+                       "delivery": True})
     for entry in audit.for_message(topic, msg.id):
         events.append({"at": entry.at.timestamp(), "what": f"{entry.action.replace('_', ' ')} by {entry.user}",
                        "detail": entry.detail, "source": entry.source})
     return sorted(events, key=lambda e: e["at"])
+
+
+def _seconds(value: float) -> str:
+    """A handler's run time for people: 850 ms, 2.4 s, 3 min 20 s."""
+    if value < 1:
+        return f"{value * 1000:.0f} ms"
+    if value < 60:
+        return f"{value:.1f} s"
+    return f"{int(value // 60)} min {int(value % 60)} s"
 
 
 def _task_of(queues: Queues, topic: str, msg: Message) -> dict[str, Any] | None:

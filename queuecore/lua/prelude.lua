@@ -48,22 +48,39 @@ local function unindex(id)
   end
 end
 
--- Ready at the back of the topic: a new stream entry (callers removed the old one).
-local function enqueue(id, h)
+-- The message's history keeps its errors, and the leases taken back
+-- unsettled (the last ERRORS_KEPT of both); these say why.
+local ERRORS_KEPT = @ERRORS_KEPT@
+local LEASE_EXPIRED, OWNER_LAPSED, OWNER_CLOSED = @LEASE_EXPIRED@, @OWNER_LAPSED@, @OWNER_CLOSED@
+
+-- Ready at the back of the topic: a new stream entry (callers removed the
+-- old one). ``since`` (seconds, a string): when it became ready, kept as
+-- 'ra' for the wait a take measures; nil for a put (its 'at' says it).
+local function enqueue(id, h, since)
   unhold(id, h)
   ensure_group()
   local sid = redis.call('XADD', K_STREAM, '*', 'id', id)
   redis.call('HSET', h, 'st', 'ready', 'sid', sid)
+  if since then redis.call('HSET', h, 'ra', since) end
   redis.call('HDEL', h, 'own', 'dl', 'nb', 'ext')
   redis.call('ZADD', K_READY, id, id)
 end
 
+-- A lease taken back unsettled, kept in the message's history.
+local function note_lost(id, h, why)
+  local rec = cjson.encode({at = tonumber(NOW_S), attempt = tonumber(redis.call('HGET', h, 'n') or '0'),
+                            reason = why, outcome = 'lost', by = redis.call('HGET', h, 'own') or ''})
+  redis.call('RPUSH', ekey(id), rec)
+  redis.call('LTRIM', ekey(id), -ERRORS_KEPT, -1)
+end
+
 -- An expired lease: ready again; its entry stays pending until a take XCLAIMs it.
-local function expire(id, h)
+local function expire(id, h, why)
+  note_lost(id, h, why)
   unhold(id, h)
   redis.call('ZREM', K_LEASES, id)
   redis.call('ZREM', K_INPROG, id)
-  redis.call('HSET', h, 'st', 'ready')
+  redis.call('HSET', h, 'st', 'ready', 'ra', NOW_S)
   redis.call('HDEL', h, 'own', 'dl', 'ext')
   redis.call('ZADD', K_READY, id, id)
   redis.call('ZADD', K_RECLAIM, id, id)
@@ -72,7 +89,7 @@ end
 -- Every lease of an owner taken back: ready again, for the next taker.
 -- An owner is reclaimed once its liveness record has lapsed (a process
 -- killed, or stalled past owner_timeout) or when it closes.
-local function reclaim_owner(own)
+local function reclaim_owner(own, why)
   local hk = hkey(own)
   local n = 0
   while true do
@@ -81,7 +98,7 @@ local function reclaim_owner(own)
     for _, id in ipairs(ids) do
       local h = mkey(id)
       if redis.call('HGET', h, 'st') == 'in_progress' and redis.call('HGET', h, 'own') == own then
-        expire(id, h)
+        expire(id, h, why)
         n = n + 1
       end
     end
@@ -92,7 +109,7 @@ end
 
 -- Reclaim an owner whose record lapsed, and remember it lapsed.
 local function reclaim_lapsed_owner(own)
-  local n = reclaim_owner(own)
+  local n = reclaim_owner(own, OWNER_LAPSED)
   redis.call('ZADD', K_LAPSED, NOW, own)
   return n
 end
@@ -136,7 +153,7 @@ local function lease_holds(id, h, tok)
   end
   local dl = tonumber(redis.call('HGET', h, 'dl'))
   if dl and dl <= NOW then
-    expire(id, h)
+    expire(id, h, LEASE_EXPIRED)
     return false
   end
   return true
@@ -149,10 +166,13 @@ local function housekeep()
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_DUE, '-inf', NOW, 'LIMIT', 0, 500)) do
     redis.call('ZREM', K_DUE, id)
     redis.call('ZREM', K_DELAYED, id)
-    enqueue(id, mkey(id))
+    local h = mkey(id)
+    local nb = tonumber(redis.call('HGET', h, 'nb'))
+    -- Ready since it came due, not since this look found it.
+    enqueue(id, h, nb and string.format('%.3f', nb / 1000) or NOW_S)
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', K_LEASES, '-inf', NOW, 'LIMIT', 0, 500)) do
-    expire(id, mkey(id))
+    expire(id, mkey(id), LEASE_EXPIRED)
   end
 end
 

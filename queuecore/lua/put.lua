@@ -1,5 +1,5 @@
--- ARGV: mpfx, max_queue_size (-1: none), payload...
-local n = #ARGV - 2
+-- ARGV: mpfx, max_queue_size (-1: none), origin JSON (the producer), payload...
+local n = #ARGV - 3
 local limit = tonumber(ARGV[2])
 if limit >= 0 then
   local size = redis.call('ZCARD', K_READY) + redis.call('ZCARD', K_DELAYED) + redis.call('ZCARD', K_INPROG)
@@ -7,10 +7,10 @@ if limit >= 0 then
 end
 local out = {1}
 local bytes = 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local id = redis.call('HINCRBY', K_META, 'last_id', 1)
   local h = mkey(id)
-  redis.call('HSET', h, 'p', ARGV[i], 'at', NOW_S, 'n', 0, 'tok', 0)
+  redis.call('HSET', h, 'p', ARGV[i], 'at', NOW_S, 'n', 0, 'tok', 0, 'o', ARGV[3])
   enqueue(id, h)
   bytes = bytes + #ARGV[i]
   out[#out + 1] = id

@@ -16,7 +16,7 @@ end
 if not STATE_KEY[st] then
   -- an unknown state reads as ready: a duplicate is acceptable, a loss is not
   problems[#problems + 1] = 'unknown state ' .. st
-  if fix then drop_entry(h); unindex(id); enqueue(id, h) end
+  if fix then drop_entry(h); unindex(id); enqueue(id, h, NOW_S) end
   return problems
 end
 for name, k in pairs(STATE_KEY) do
@@ -51,7 +51,7 @@ elseif st == 'delayed' and not redis.call('ZSCORE', K_DUE, id) then
 end
 if #problems > 0 and fix then
   if needs_entry then
-    drop_entry(h); unindex(id); enqueue(id, h)
+    drop_entry(h); unindex(id); enqueue(id, h, NOW_S)
   else
     unindex(id)
     redis.call('ZADD', STATE_KEY[st], id, id)

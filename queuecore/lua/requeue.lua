@@ -6,5 +6,5 @@ if not st then return 0 end
 if st == 'ready' then return 1 end
 drop_entry(h)
 unindex(id)
-enqueue(id, h)
+enqueue(id, h, NOW_S)
 return 1

@@ -1,14 +1,17 @@
 -- ARGV: mpfx, then per message: payload, enqueued_at, attempts, state,
--- not_before ms ('' for none), number of errors, error JSON...
+-- not_before ms ('' for none), origin JSON ('' for none), number of
+-- errors, error JSON...
 local out = {}
 local i = 2
 while i <= #ARGV do
   local payload, at, attempts, state, nb = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local nerr = tonumber(ARGV[i + 5])
+  local origin = ARGV[i + 5]
+  local nerr = tonumber(ARGV[i + 6])
   local id = redis.call('HINCRBY', K_META, 'last_id', 1)
   local h = mkey(id)
   redis.call('HSET', h, 'p', payload, 'at', at, 'n', attempts, 'tok', 0)
-  for j = 1, nerr do redis.call('RPUSH', ekey(id), ARGV[i + 5 + j]) end
+  if origin ~= '' then redis.call('HSET', h, 'o', origin) end
+  for j = 1, nerr do redis.call('RPUSH', ekey(id), ARGV[i + 6 + j]) end
   if state == 'failed' then
     redis.call('HSET', h, 'st', 'failed')
     redis.call('ZADD', K_FAILED, id, id)
@@ -21,7 +24,7 @@ while i <= #ARGV do
   end
   redis.call('HINCRBY', K_META, 'bytes', #payload)
   out[#out + 1] = id
-  i = i + 6 + nerr
+  i = i + 7 + nerr
 end
 redis.call('HINCRBY', K_META, 'enqueued', #out)
 return out

@@ -24,7 +24,7 @@ elseif outcome == 'retry' then
     redis.call('ZADD', K_DELAYED, id, id)
     redis.call('ZADD', K_DUE, nb, id)
   else
-    enqueue(id, h)
+    enqueue(id, h, NOW_S)
   end
 else
   redis.call('HSET', h, 'st', 'failed')

@@ -17,7 +17,7 @@ local function lease(id, h)
   redis.call('ZADD', K_LEASES, dl, id)
   redis.call('SADD', hkey(owner), id)
   out[#out + 1] = {tonumber(id), redis.call('HGET', h, 'p'), n, redis.call('HGET', h, 'at'), tok,
-                   redis.call('LRANGE', ekey(id), 0, -1)}
+                   redis.call('LRANGE', ekey(id), 0, -1), redis.call('HGET', h, 'ra') or false}
 end
 -- Expired deliveries first: claim their pending entries for this consumer.
 for _, id in ipairs(redis.call('ZRANGE', K_RECLAIM, 0, limit - 1)) do
@@ -32,7 +32,7 @@ for _, id in ipairs(redis.call('ZRANGE', K_RECLAIM, 0, limit - 1)) do
       redis.call('ZREM', K_RECLAIM, id)
       drop_entry(h)
       redis.call('ZREM', K_READY, id)
-      enqueue(id, h)
+      enqueue(id, h, NOW_S)
     end
   else
     redis.call('ZREM', K_RECLAIM, id)

@@ -75,10 +75,11 @@ def record(e: _Entry, state: str, owners: _Owners) -> Record:
     lease = None
     if state == "in_progress":
         lease = Lease(owners.name(e.owner), e.deadline)
+    origin, errors = e.history()
     return Record(
         id=e.id, payload=e.payload(), state=state, attempts=e.attempts,
-        enqueued_at=e.enqueued_at, lease=lease, errors=e.errors(),
-        not_before=e.not_before if state == "delayed" else None,
+        enqueued_at=e.enqueued_at, lease=lease, errors=errors,
+        not_before=e.not_before if state == "delayed" else None, origin=origin,
     )
 
 

@@ -10,11 +10,15 @@ here may change without every process that shares a directory agreeing.
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import time
 import zlib
+from typing import Any
 
-from queuecore import _mutex
+import msgpack
+
+from queuecore import _mutex, identity
 
 META_MAGIC = b"DQMETA01"
 SLAB_MAGIC = b"DQSLAB01"
@@ -34,8 +38,8 @@ STATUS_NAMES = {READY: "ready", TAKEN: "in_progress", DONE: "completed", MOVED: 
 MAIN, DELAYED, FAILED = 0, 1, 2
 LOG_PREFIX = ("m", "d", "f")
 
-# Entry header, 80 bytes, then payload, then extra (msgpack of the errors),
-# padded to 8 bytes. The CRC covers every field that never changes
+# Entry header, 80 bytes, then payload, then extra (the message's history,
+# see pack_extra), padded to 8 bytes. The CRC covers every field that never changes
 # (magic, lengths, id, enqueue time, due time), the payload and the extra,
 # seeded with the slab's salt so a payload that holds an image of an entry
 # never passes for one. The mutable part (status, attempts, lease) has a CRC
@@ -227,3 +231,48 @@ def _unowned_mut(status: int, attempts: int) -> bytes:
         if len(_unowned_cache) < 4096:
             _unowned_cache[(status, attempts)] = b
     return b
+
+
+# The extra of an entry: its history, a msgpack map {"o": the origin (the
+# process that put it, queuecore.identity), "e": the errors, the last
+# MAX_ERRORS_KEPT}, each key left out when empty, and nothing at all when
+# both are. An extra that is a msgpack list is the errors alone (what
+# entries held before origins were kept), read as such.
+def pack_extra(origin: dict[str, Any] | None, errors: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> bytes:
+    value: dict[str, Any] = {}
+    if origin:
+        value["o"] = origin
+    if errors:
+        value["e"] = list(errors)
+    return msgpack.packb(value, use_bin_type=True) if value else b""
+
+
+def unpack_extra(data: bytes | memoryview) -> tuple[dict[str, Any] | None, tuple[dict[str, Any], ...]]:
+    """``(origin, errors)`` of an extra; what cannot be read is left out."""
+    if not data:
+        return None, ()
+    try:
+        value = msgpack.unpackb(data, raw=False)
+    except Exception:
+        return None, ()
+    if isinstance(value, list):
+        return None, tuple(e for e in value if isinstance(e, dict))
+    if not isinstance(value, dict):
+        return None, ()
+    origin = value.get("o")
+    errors = value.get("e")
+    return (origin if isinstance(origin, dict) else None,
+            tuple(e for e in errors if isinstance(e, dict)) if isinstance(errors, list) else ())
+
+
+_put_extra: tuple[int, bytes] = (0, b"")
+
+
+def put_extra() -> bytes:
+    """The extra of every entry this process puts: its origin, packed once
+    (again in a forked child)."""
+    global _put_extra
+    pid = os.getpid()
+    if _put_extra[0] != pid:
+        _put_extra = (pid, pack_extra(identity.current(), ()))
+    return _put_extra[1]

@@ -18,9 +18,8 @@ import time
 import zlib
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
-from queuecore.backend import Delivery, Record
+from queuecore import identity
+from queuecore.backend import LEASE_EXPIRED, Delivery, Record, lost_lease
 from queuecore.defaults import MAX_ERRORS_KEPT
 from queuecore.slab.browse import find_unfinished, scan
 from queuecore.slab.crashpoints import CRASH_AT, crash
@@ -46,6 +45,8 @@ from queuecore.slab.format import (
     _set_cursor,
     _unowned_mut,
     _unpack_mut,
+    pack_extra,
+    put_extra,
 )
 from queuecore.slab.slabfile import _check_entry, _Entry, _set_deadline, _Slab
 
@@ -63,10 +64,11 @@ def append_ready(t: _Topic, payloads: list[bytes]) -> list[int]:
     first = m.next_id
     n = len(payloads)
     append = t.append
+    extra = put_extra()
     with t.change(OP_PUT):
         mid = first
         for payload in payloads:
-            append(MAIN, mid, payload, b"", now)
+            append(MAIN, mid, payload, extra, now)
             mid += 1
         m.next_id = mid
         if CRASH_AT:
@@ -84,7 +86,7 @@ def restore_records(t: _Topic, records: list[Record]) -> list[int]:
     now = _now()
     m = t.meta
     for r in records:
-        extra = msgpack.packb(list(r.errors), use_bin_type=True) if r.errors else b""
+        extra = pack_extra(r.origin, r.errors)
         with t.change(OP_PUT):
             mid = int(m.next_id)
             if r.state == "failed":
@@ -123,7 +125,9 @@ def _lease(t: _Topic, e: _Entry, owner: int, lease_until: float, rng: random.Ran
         m.ready -= 1
         m.in_progress += 1
         lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
-    return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token), e.errors())
+    # A main-log entry's not_before is when it became ready (0: at its put).
+    return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token),
+                    e.errors() if e.xlen else (), e.not_before or e.enqueued_at)
 
 
 def _claim_once(t: _Topic, limit: int, owner: int, visibility_timeout: float,
@@ -193,7 +197,7 @@ def promote(t: _Topic) -> None:
             next_due = e.not_before if not next_due else min(next_due, e.not_before)
     scan_cost = time.thread_time() - started
     for e in t.entries_at(DELAYED, due):
-        move(t, e, MAIN, OP_MOVE)
+        move(t, e, MAIN, OP_MOVE, not_before=e.not_before)  # ready since it came due
     if next_due:
         # That read the whole delayed log under the lock. Retries coming
         # due one after another (many at once after an outage) would run
@@ -207,14 +211,19 @@ def promote(t: _Topic) -> None:
 
 def move(t: _Topic, e: _Entry, to_log: int, op: int, error: dict[str, Any] | None = None,
          not_before: float = 0.0, final_status: int = MOVED) -> None:
-    """Append a copy of ``e`` to ``to_log`` (same id, attempts, errors),
-    then mark ``e`` finished, and fix the counters (lock held). The copy
-    is written first: a crash in between leaves a duplicate, never a loss."""
+    """Append a copy of ``e`` to ``to_log`` (same id, attempts, origin,
+    errors, and ``error`` added), then mark ``e`` finished, and fix the
+    counters (lock held). The copy is written first: a crash in between
+    leaves a duplicate, never a loss. ``not_before`` is the due time in the
+    delayed log, and in the main log when the message became ready (0: now)."""
     m = t.meta
-    errors = list(e.errors())
+    origin, kept = e.history()
+    errors = list(kept)
     if error is not None:
         errors = (errors + [error])[-MAX_ERRORS_KEPT:]
-    extra = msgpack.packb(errors, use_bin_type=True) if errors else b""
+    extra = pack_extra(origin, errors)
+    if to_log == MAIN and not not_before:
+        not_before = _now()
     from_log = e.slab.log
     with t.change(op, e.slab, e.off):
         t.append(to_log, e.id, e.payload(), extra, e.enqueued_at, not_before, e.attempts)
@@ -290,7 +299,7 @@ def extend_locked(t: _Topic, token: Any, seconds: float, owner_id: int) -> tuple
     m = t.meta
     now = _now()
     if not deadline > now:
-        move(t, _Entry(slab, off), MAIN, OP_RECLAIM)
+        _expired(t, _Entry(slab, off), now)
         return False, m.waiters > 0, int(m.op_seq)
     until = now + seconds
     with t.change(OP_EXTEND, slab, off):
@@ -305,6 +314,11 @@ def extend_locked(t: _Topic, token: Any, seconds: float, owner_id: int) -> tuple
     return True, False, int(m.op_seq)
 
 
+def _expired(t: _Topic, e: _Entry, now: float) -> None:
+    """This process's lease on ``e`` ran out: back to the topic, kept in its history."""
+    move(t, e, MAIN, OP_RECLAIM, lost_lease(e.attempts, LEASE_EXPIRED, identity.label(identity.current()), now))
+
+
 def _settle_entry(t: _Topic, e: _Entry, outcome: str, delay: float,
                   error: dict[str, Any] | None, now: float) -> tuple[bool, bool, int]:
     """Retry or fail a leased entry, or find its lease ran out (lock
@@ -313,7 +327,7 @@ def _settle_entry(t: _Topic, e: _Entry, outcome: str, delay: float,
     m = t.meta
     if outcome == "complete" or not e.deadline > now:
         # The lease ran out: the message belongs to the next taker.
-        move(t, e, MAIN, OP_RECLAIM)
+        _expired(t, e, now)
         return False, m.waiters > 0, int(m.op_seq)
     if outcome == "retry":
         if delay > 0:

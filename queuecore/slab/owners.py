@@ -23,6 +23,8 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from queuecore import identity
+from queuecore.backend import LEASE_EXPIRED, OWNER_DIED, lost_lease
 from queuecore.slab.format import MAIN, OP_RECLAIM, READY, TAKEN, _now, _set_head
 from queuecore.slab.operations import move
 from queuecore.slab.slabfile import _disk_error
@@ -33,6 +35,15 @@ if TYPE_CHECKING:
 _HOST = socket.gethostname()
 
 _OWNER_ALIVE, _OWNER_DEAD, _OWNER_MISSING, _OWNER_UNKNOWN = range(4)  # what probe() found
+
+
+def _label(data: bytes) -> str:
+    """An owner's name from its file's first bytes ("" if unreadable)."""
+    try:
+        info = json.loads(data.split(b"\x00")[0] or b"{}")
+    except ValueError:
+        return ""
+    return identity.label(info) if isinstance(info, dict) and "pid" in info else ""
 
 
 class _Owners:
@@ -47,6 +58,7 @@ class _Owners:
         self._lock = threading.Lock()
         self._seen: dict[int, bool] = {}  # owner -> alive, found since the last reclaim
         self._all_held_at = -math.inf  # monotonic time of the last probe that found every owner held
+        self._dead_names: dict[str, str] = {}  # owner file -> its name, read before deleting it
 
     def mine(self) -> int:
         """This process's owner id, made (with its file) at the first call."""
@@ -72,7 +84,9 @@ class _Owners:
             # nobody holds is always a dead owner's (others delete it).
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": _HOST, "started": _now()}).encode(), 0)
+                me = identity.current()
+                os.pwrite(fd, json.dumps({"pid": me["pid"], "host": me["host"], "cmd": me["cmd"],
+                                          "started": _now()}).encode(), 0)
             except OSError:
                 pass  # only a label for the dashboard; the lock is what counts
             os.rename(tmp, path)
@@ -134,9 +148,18 @@ class _Owners:
             # Shared and not waiting: granted only if the owner holds none.
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             return _OWNER_ALIVE
         except OSError:
+            os.close(fd)
             return _OWNER_UNKNOWN
+        try:
+            if len(self._dead_names) >= 1024:
+                self._dead_names.clear()
+            # Its name, for the history of the leases it held (the file goes next).
+            self._dead_names[path] = _label(os.pread(fd, 512, 0))
+        except OSError:
+            pass
         finally:
             os.close(fd)
         if self.count_gone():  # before the file goes, else it must stay for others to see
@@ -161,11 +184,14 @@ class _Owners:
 
     def name(self, owner: int) -> str:
         """How the dashboard names a lease's owner."""
+        path = self.path(owner)
+        known = self._dead_names.get(path)
+        if known:
+            return known
         try:
-            with open(self.path(owner), "rb") as fh:
-                info = json.loads(fh.read(512).split(b"\x00")[0] or b"{}")
-            return f"pid {info.get('pid')} on {info.get('host')}"
-        except (OSError, ValueError):
+            with open(path, "rb") as fh:
+                return _label(fh.read(512)) or f"{owner:016x}"
+        except OSError:
             return f"{owner:016x}"
 
     def gone_count(self) -> int:
@@ -269,7 +295,8 @@ class _Owners:
             if e.status in (READY, TAKEN) and first_live is None:
                 first_live = (e.slab.seq, e.off)
         for e in t.entries_at(MAIN, expired):
-            move(t, e, MAIN, OP_RECLAIM)
+            why = LEASE_EXPIRED if e.deadline <= now else OWNER_DIED
+            move(t, e, MAIN, OP_RECLAIM, lost_lease(e.attempts, why, self.name(e.owner), now))
         # Every lease was seen (else the counters are off: look every time).
         m.lease_min = lease_min if seen >= total else 0.0
         m.reclaim_gone = gone

@@ -21,8 +21,6 @@ import struct
 import zlib
 from typing import Any
 
-import msgpack
-
 from queuecore.errors import CorruptSlab, DiskFull, StorageError
 from queuecore.slab.crashpoints import CRASH_AT, crash
 from queuecore.slab.format import (
@@ -48,6 +46,7 @@ from queuecore.slab.format import (
     _SlabHeader,
     _unpack_head,
     _unpack_mut,
+    unpack_extra,
 )
 
 
@@ -234,15 +233,15 @@ class _Entry:
         start = self.off + HEADER_SIZE
         return bytes(self.slab.mv[start : start + self.plen])
 
-    def errors(self) -> tuple[dict[str, Any], ...]:
+    def history(self) -> tuple[dict[str, Any] | None, tuple[dict[str, Any], ...]]:
+        """``(origin, errors)`` kept in the entry's extra."""
         if not self.xlen:
-            return ()
+            return None, ()
         start = self.off + HEADER_SIZE + self.plen
-        try:
-            value = msgpack.unpackb(self.slab.mv[start : start + self.xlen], raw=False)
-        except Exception:
-            return ()
-        return tuple(value) if isinstance(value, list) else ()
+        return unpack_extra(self.slab.mv[start : start + self.xlen])
+
+    def errors(self) -> tuple[dict[str, Any], ...]:
+        return self.history()[1] if self.xlen else ()
 
     def set(self, status: int, attempts: int | None = None, owner: int = 0, token: int = 0,
             deadline: float = 0.0) -> None:

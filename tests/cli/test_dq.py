@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +103,14 @@ def test_peek(location: str) -> None:
     assert done.returncode == 0
     message = json.loads(done.stdout)
     assert (message["id"], message["value"], message["state"]) == (2, {"n": 2}, "ready")
+
+
+def test_peek_names_the_process_that_put_it(qdir: Path) -> None:
+    Queues(str(qdir)).close()
+    assert dq("put", str(qdir), "q1", '"from the shell"').returncode == 0
+    origin = json.loads(dq("peek", str(qdir), "q1", "1").stdout)["origin"]
+    assert origin["cmd"] == "dq put" and origin["host"] == socket.gethostname()
+    assert isinstance(origin["pid"], int) and origin["pid"] != os.getpid()
 
 
 def test_peek_of_an_undecodable_payload_shows_the_bytes(qdir: Path) -> None:
@@ -244,6 +253,7 @@ def test_stats_put_and_peek_on_redis() -> None:
         assert data["backend"] == "redis" and data["topics"]["q1"]["ready"] == 1
         peeked = json.loads(dq("peek", REDIS_URL, "-o", f"prefix={prefix}", "q1", "1").stdout)
         assert peeked["value"] == {"a": 1}
+        assert peeked["origin"]["cmd"] == "dq put" and peeked["origin"]["pid"] != os.getpid()
     finally:
         client = redis.Redis.from_url(REDIS_URL)
         for key in client.scan_iter(f"{prefix}*"):

@@ -6,6 +6,8 @@ its own history."""
 from __future__ import annotations
 
 import io
+import time
+from html import escape
 
 import pytest
 from django.core.management import call_command
@@ -13,7 +15,7 @@ from django.test import Client
 
 from dqadmin.audit import os_user
 from dqadmin.models import AuditEntry
-from queuecore import Queues
+from queuecore import Queues, identity
 
 from .conftest import fail_one
 
@@ -101,9 +103,43 @@ def test_a_message_timeline_shows_its_history(op_client: Client, qs: Queues) -> 
     op_client.post("/topics/q1/requeue/", {"id": [mid]})
     html = op_client.get(f"/topics/q1/messages/{mid}/").content.decode()
     timeline = html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
-    order = [timeline.index(s) for s in ("enqueued", "attempt 1 ended", "attempt 2 ended", "requeue by olga")]
+    me = escape(identity.label(identity.current()))
+    order = [timeline.index(s) for s in (
+        f"enqueued</strong> <span class=\"muted\">— by {me}", f"delivery 1 to {me}: retried after",
+        f"delivery 2 to {me}: failed after", "requeue by olga",
+    )]
     assert order == sorted(order)
     assert "TimeoutError: upstream" in timeline and "ValueError: bad input" in timeline
+    assert "without a record" not in timeline
+
+
+def timeline_of(client: Client, topic: str, mid: int) -> str:
+    html = client.get(f"/topics/{topic}/messages/{mid}/").content.decode()
+    return html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+
+
+def test_the_timeline_shows_a_running_delivery_and_a_lost_lease(op_client: Client, qs: Queues) -> None:
+    mid = qs.put("q1", "job")
+    first = qs.take("q1", timeout=0)
+    assert first is not None
+    qs.requeue("q1", mid)  # an operator takes it back from a stuck consumer
+    second = qs.take("q1", timeout=0)
+    assert second is not None
+    timeline = timeline_of(op_client, "q1", mid)
+    assert "delivery 2 to" in timeline and ": running" in timeline and "lease until" in timeline
+    # The requeue ended delivery 1 without a settle or a loss record.
+    assert "1 delivery without a record" in timeline
+    assert not first.complete() and second.complete() is True
+
+
+def test_the_timeline_names_a_lease_that_ran_out(op_client: Client, qs: Queues) -> None:
+    with Queues(qs.location, **{**qs.options, "visibility_timeout": 0.2}) as short:
+        mid = short.put("q1", "slow")
+        assert short.take("q1", timeout=0) is not None
+        time.sleep(0.3)
+        assert short.stats()["q1"]["ready"] == 1
+    timeline = timeline_of(op_client, "q1", mid)
+    assert "delivery 1 to" in timeline and "lease lost" in timeline and "lease expired" in timeline
 
 
 @pytest.mark.parametrize("bad", ["x" * 151])

@@ -5,6 +5,7 @@ parser). Bounds are generous: nothing here times the machine."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -90,3 +91,38 @@ def test_a_histogram_read_back_is_checked() -> None:
     for bad in (None, [], {"counts": [1, 2]}, {"counts": [-1] * (len(BUCKETS) + 1)},
                 {"counts": [0] * (len(BUCKETS) + 1), "sum": float("nan")}):
         assert Histogram.from_json(bad) is None
+
+
+def test_a_delayed_message_waits_from_its_due_time(qs: Queues) -> None:
+    registry = ConsumerRegistry()
+
+    @registry.consumer("later")
+    def handle(value: Any) -> None:
+        pass
+
+    qs.put_delayed("later", "x", 1.5)
+    time.sleep(1.7)  # due 1.5 s after its put, then 0.2 s in the queue
+    runner = Runner(qs, list(registry), burst=True, heartbeat_interval=None)
+    runner.run()
+    wait = merged([runner.heartbeat()], "later", "wait")
+    # From its put it would be 1.7 s or more.
+    assert wait.count == 1 and 0.1 <= wait.sum < 1.5
+
+
+def test_a_failed_delivery_keeps_who_ran_it_and_for_how_long(qs: Queues) -> None:
+    registry = ConsumerRegistry()
+
+    @registry.consumer("doomed", max_attempts=1)
+    def handle(value: Any) -> None:
+        time.sleep(0.2)
+        raise RuntimeError("no such customer")
+
+    mid = qs.put("doomed", "x")
+    runner = Runner(qs, list(registry), burst=True, heartbeat_interval=None)
+    runner.run()
+    msg = qs.peek("doomed", mid)
+    (failed,) = msg.errors
+    assert msg.state == "failed" and failed["outcome"] == "fail"
+    assert failed["reason"] == "RuntimeError: no such customer"
+    assert failed["by"].startswith(f"pid {os.getpid()} on ")
+    assert 0.2 <= failed["ran"] < 30 and failed["taken_at"] <= failed["at"]

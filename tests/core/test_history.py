@@ -1,0 +1,190 @@
+"""A message's history, the same on every backend (issue 19): the process
+that put it, each delivery that did not complete (which process had it,
+when it took it, how long the handler ran, how it ended, why), each lease
+taken back unsettled, and since when it has been ready (its wait in the
+queue is measured from there: its put, or its due time when delayed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import msgpack
+import pytest
+
+from queuecore import identity
+from queuecore.backend import LEASE_EXPIRED, OWNER_CLOSED, OWNER_DIED, OWNER_LAPSED
+from queuecore.defaults import MAX_ERRORS_KEPT
+from tests.core.conftest import QueuesFactory
+from tests.core.test_liveness import Holder, holders, options, shared  # noqa: F401  (fixtures)
+
+
+def test_a_put_keeps_the_process_that_made_it(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    mid = qs.put("q1", "hello")
+    later = qs.put_delayed("q1", "later", 60)
+    many = qs.put_many("q1", ["a", "b"])
+    me = identity.current()
+    for i in (mid, later, *many):
+        origin = qs.peek("q1", i).origin
+        assert origin == me, (i, origin)
+    assert me["pid"] == os.getpid() and me["host"] == socket.gethostname()
+    assert identity.label(qs.peek("q1", mid).origin).startswith(f"pid {os.getpid()} on ")
+
+
+def test_the_origin_stays_through_retries_and_failures(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    mid = qs.put("q1", "x")
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.retry(reason="once")
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.fail("twice")
+    msg = qs.peek("q1", mid)
+    assert msg.state == "failed" and msg.origin == identity.current()
+
+
+def test_a_retry_and_a_failure_name_the_delivery(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    mid = qs.put("q1", "x")
+    task = qs.take("q1", timeout=0)
+    assert task is not None
+    task.started_at = time.time()
+    time.sleep(0.2)
+    assert task.retry(reason=ValueError("bad input"))
+    second = qs.take("q1", timeout=0)
+    assert second is not None and second.fail("gave up")
+    first_end, last_end = qs.peek("q1", mid).errors
+    me = identity.label(identity.current())
+    assert first_end["outcome"] == "retry" and last_end["outcome"] == "fail"
+    assert first_end["by"] == me == last_end["by"]
+    assert first_end["attempt"] == 1 and last_end["attempt"] == 2
+    assert first_end["reason"] == "ValueError: bad input" and "ValueError" in first_end["traceback"]
+    assert task.taken_at <= first_end["taken_at"] + 1e-6 <= first_end["at"] + 1e-6
+    # It slept 0.2 s: generous bounds, no timing claim beyond "about that".
+    assert 0.15 <= first_end["ran"] < 30
+    assert 0 <= last_end["ran"] < 30
+
+
+def test_a_lease_that_runs_out_is_kept_in_the_history(make_queues: QueuesFactory) -> None:
+    qs = make_queues(visibility_timeout=0.3)
+    mid = qs.put("q1", "slow")
+    task = qs.take("q1", timeout=0)
+    assert task is not None
+    time.sleep(0.5)
+    again = qs.take("q1", timeout=5)
+    assert again is not None and again.id == mid and again.attempts == 2
+    (lost,) = again.errors
+    assert lost["outcome"] == "lost" and lost["reason"] == LEASE_EXPIRED and lost["attempt"] == 1
+    assert lost["by"]  # the holder, as the backend names it
+    # It was ready again from when the lease was taken back, not its put.
+    assert again.ready_at >= task.taken_at + 0.25
+    assert not task.complete()
+    assert again.complete()
+
+
+def test_a_holder_that_closes_leaves_a_lost_lease(make_queues: QueuesFactory) -> None:
+    holder = make_queues(**options(make_queues.backend))
+    other = make_queues(**options(make_queues.backend))
+    mid = holder.put("q1", "x")
+    assert holder.take("q1", timeout=0) is not None
+    holder.close()
+    task = other.take("q1", timeout=5)
+    assert task is not None and task.id == mid
+    (lost,) = task.errors
+    assert lost["outcome"] == "lost"
+    assert lost["reason"] == (OWNER_DIED if make_queues.backend == "slab" else OWNER_CLOSED)
+
+
+def test_the_wait_starts_at_the_put_or_the_due_time(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    qs.put("q1", "now")
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.ready_at == pytest.approx(task.enqueued_at, abs=0.01)
+    assert task.taken_at >= task.ready_at
+    task.complete()
+
+    qs.put_delayed("q1", "soon", 0.3)
+    task = qs.take("q1", timeout=5)
+    assert task is not None
+    # Due 0.3 s after its put: the wait counts from then.
+    assert task.ready_at >= task.enqueued_at + 0.29
+    assert task.taken_at >= task.ready_at - 0.01
+    before = time.time()
+    assert task.retry(0.3, reason="later")
+    task = qs.take("q1", timeout=5)
+    assert task is not None and task.attempts == 2
+    assert task.ready_at >= before + 0.29
+    assert task.retry(0.0, reason="at once")
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.ready_at >= before + 0.29
+    task.complete()
+
+
+def test_a_requeue_makes_it_ready_from_then(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    mid = qs.put("q1", "x")
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.fail("broken")
+    time.sleep(0.2)
+    before = time.time()
+    qs.requeue("q1", mid)
+    again = qs.take("q1", timeout=0)
+    assert again is not None and again.ready_at >= before - 0.01
+    assert again.ready_at >= again.enqueued_at + 0.15
+
+
+def test_the_history_is_bounded(make_queues: QueuesFactory) -> None:
+    qs = make_queues()
+    mid = qs.put("q1", "flaky")
+    for n in range(MAX_ERRORS_KEPT + 5):
+        task = qs.take("q1", timeout=0)
+        assert task is not None and task.retry(reason=f"try {n + 1}")
+    errors = qs.peek("q1", mid).errors
+    assert len(errors) == MAX_ERRORS_KEPT
+    assert errors[-1]["reason"] == f"try {MAX_ERRORS_KEPT + 5}"
+    assert qs.peek("q1", mid).origin == identity.current()
+
+
+def test_a_killed_holder_is_named_in_the_history(shared: QueuesFactory, holders: list[Holder]) -> None:  # noqa: F811
+    b = shared.backend
+    qs = shared(**options(b))
+    mid = qs.put("q1", "x")
+    holders.append(holder := Holder(shared, 1, **options(b)))
+    os.kill(holder.proc.pid, signal.SIGKILL)
+    holder.proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    task = None
+    while task is None and time.monotonic() < deadline:
+        task = qs.take("q1", timeout=0.2)
+    assert task is not None and task.id == mid
+    (lost,) = task.errors
+    assert lost["outcome"] == "lost" and lost["attempt"] == 1
+    assert lost["reason"] == (OWNER_DIED if b == "slab" else OWNER_LAPSED)
+    # The holder by its pid: slab files read it from the owner's file
+    # (with its command), Redis has it in the consumer's name.
+    assert str(holder.proc.pid) in lost["by"]
+    if b == "slab":
+        assert lost["by"].startswith(f"pid {holder.proc.pid} on ") and "liveness_worker.py" in lost["by"]
+
+
+def test_slab_entries_written_before_origins_read_as_errors() -> None:
+    from queuecore.slab.format import pack_extra, unpack_extra
+
+    old = msgpack.packb([{"at": 1.0, "attempt": 1, "reason": "old"}], use_bin_type=True)
+    assert unpack_extra(old) == (None, ({"at": 1.0, "attempt": 1, "reason": "old"},))
+    assert unpack_extra(b"") == (None, ())
+    assert unpack_extra(b"\xc1 not msgpack") == (None, ())
+    both = pack_extra({"pid": 1, "host": "h", "cmd": "c"}, [{"reason": "r"}])
+    assert unpack_extra(both) == ({"pid": 1, "host": "h", "cmd": "c"}, ({"reason": "r"},))
+    assert pack_extra(None, []) == b""
+
+
+def test_the_command_names_what_the_process_does() -> None:
+    assert identity._command(["/venv/bin/dq", "put", "q1"]) == "dq put"
+    assert identity._command(["manage.py", "runconsumers", "--burst"]) == "manage.py runconsumers"
+    assert identity._command(["/usr/bin/gunicorn", "-w", "4"]) == "gunicorn"
+    assert identity._command([]) == "python"
+    assert len(identity._command(["x" * 500])) == identity.MAX_CMD
