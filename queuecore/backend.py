@@ -57,9 +57,9 @@ class Delivery:
 
 # Why a lease ended without a settle, as lost_lease() records it.
 LEASE_EXPIRED = "lease expired: not settled or extended within visibility_timeout"
-OWNER_DIED = "lease lost: the process holding it ended (exited, was killed, or closed its queues)"
-OWNER_CLOSED = "given back: the process holding it closed its queues"
-OWNER_LAPSED = "lease lost: the process holding it stopped renewing its liveness"
+OWNER_DIED = "the process holding it ended (exited, was killed, or closed its queues)"
+OWNER_CLOSED = "the process holding it closed its queues"
+OWNER_LAPSED = "the process holding it stopped renewing its liveness within owner_timeout"
 
 
 def lost_lease(attempt: int, reason: str, by: str, at: float) -> dict[str, Any]:

@@ -25,6 +25,8 @@ _cached: tuple[int, dict[str, Any]] | None = None
 def _command(argv: list[str]) -> str:
     if not argv or not argv[0]:
         return "python"
+    if argv[0] == "-c":
+        return "python -c"
     prog = os.path.basename(argv[0])
     if prog == "__main__.py":  # python -m package: the package's folder names it
         prog = os.path.basename(os.path.dirname(argv[0])) or prog

@@ -212,7 +212,8 @@ def message(request: HtmxHttpRequest, topic: str, message_id: str) -> HttpRespon
         "hex_cut": len(msg.raw) > hex_limit,
         "hex_shown": min(len(msg.raw), hex_limit),
         "full": full,
-        "errors": list(reversed(msg.errors)),
+        "errors": [_error_view(e) for e in reversed(msg.errors)],
+        "producer": identity.label(msg.origin),
         "can_act": can_act(request),
         "now": time.time(),
         "visibility_timeout": queues.options.get("visibility_timeout"),
@@ -275,6 +276,16 @@ def _timeline(topic: str, msg: Message, visibility_timeout: float | None) -> lis
         events.append({"at": entry.at.timestamp(), "what": f"{entry.action.replace('_', ' ')} by {entry.user}",
                        "detail": entry.detail, "source": entry.source})
     return sorted(events, key=lambda e: e["at"])
+
+
+_ENDED = {"retry": "retried", "fail": "failed", "lost": "lease lost"}
+
+
+def _error_view(e: dict[str, Any]) -> dict[str, Any]:
+    """One kept delivery for the errors panel: how it ended, who had it, how long it ran."""
+    ran = e.get("ran")
+    return {**e, "ended": _ENDED.get(str(e.get("outcome")), ""), "by_label": identity.label(e.get("by")),
+            "ran_label": _seconds(float(ran)) if isinstance(ran, (int, float)) else ""}
 
 
 def _seconds(value: float) -> str:

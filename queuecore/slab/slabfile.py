@@ -241,7 +241,13 @@ class _Entry:
         return unpack_extra(self.slab.mv[start : start + self.xlen])
 
     def errors(self) -> tuple[dict[str, Any], ...]:
-        return self.history()[1] if self.xlen else ()
+        if not self.xlen:
+            return ()
+        start = self.off + HEADER_SIZE + self.plen
+        mv = self.slab.mv
+        if self.xlen > 3 and mv[start] == 0x81 and mv[start + 1] == 0xA1 and mv[start + 2] == 0x6F:
+            return ()  # {"o": origin} alone, as every put writes it: no need to unpack it
+        return unpack_extra(mv[start : start + self.xlen])[1]
 
     def set(self, status: int, attempts: int | None = None, owner: int = 0, token: int = 0,
             deadline: float = 0.0) -> None:

@@ -140,8 +140,20 @@ def test_screenshots(page: Any, server: Server, tmp_path: Path) -> None:
     page.goto(f"{server.url}/topics/q1/?state=failed&limit=8")
     page.wait_for_timeout(300)
     page.screenshot(path=str(save / "topic.png"), full_page=True)
-    failed = qs.messages("q1", state="failed", limit=1)[0]
-    page.goto(f"{server.url}/topics/q1/messages/{failed.id}/")
+    # A message with a history: a retry after a timeout, then a failure.
+    mid = qs.put("payments", {"order": 1234, "amount": "49.90", "currency": "EUR"})
+    task = qs.take("payments", timeout=0)
+    task.started_at = time.time()
+    time.sleep(0.35)
+    task.retry(reason=TimeoutError("payment gateway did not answer in 30 s"))
+    task = qs.take("payments", timeout=0)
+    try:
+        raise KeyError("card_token")
+    except KeyError as exc:
+        task.fail(exc)
+    page.goto(f"{server.url}/topics/payments/messages/{mid}/")
+    expect(page.locator("#timeline")).to_contain_text("retried after")
+    expect(page.locator("#timeline")).to_contain_text("failed after")
     page.screenshot(path=str(save / "message.png"), full_page=True)
     page.goto(f"{server.url}/failed/")
     page.screenshot(path=str(save / "failed.png"), full_page=True)

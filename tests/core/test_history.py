@@ -180,6 +180,8 @@ def test_slab_entries_written_before_origins_read_as_errors() -> None:
     both = pack_extra({"pid": 1, "host": "h", "cmd": "c"}, [{"reason": "r"}])
     assert unpack_extra(both) == ({"pid": 1, "host": "h", "cmd": "c"}, ({"reason": "r"},))
     assert pack_extra(None, []) == b""
+    # What every put writes: entries' errors() skip unpacking it on that prefix.
+    assert pack_extra({"pid": 1}, []).startswith(b"\x81\xa1o")
 
 
 def test_the_command_names_what_the_process_does() -> None:
@@ -187,4 +189,5 @@ def test_the_command_names_what_the_process_does() -> None:
     assert identity._command(["manage.py", "runconsumers", "--burst"]) == "manage.py runconsumers"
     assert identity._command(["/usr/bin/gunicorn", "-w", "4"]) == "gunicorn"
     assert identity._command([]) == "python"
+    assert identity._command(["-c"]) == "python -c"
     assert len(identity._command(["x" * 500])) == identity.MAX_CMD
