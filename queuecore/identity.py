@@ -22,6 +22,24 @@ _DISPATCHERS = {"manage.py", "django-admin", "django-admin.py", "dq", "python", 
 _cached: tuple[int, dict[str, Any]] | None = None
 
 
+def clean(text: str) -> str:
+    r"""``text`` made encodable: a byte that is not UTF-8 (a surrogate, from
+    a file name or an argument in another encoding) becomes ``\xNN``.
+
+    >>> clean("caf\udce9.py"), clean("café")
+    ('caf\\xe9.py', 'café')
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate surrogateescape did not make
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _command(argv: list[str]) -> str:
     if not argv or not argv[0]:
         return "python"
@@ -32,7 +50,7 @@ def _command(argv: list[str]) -> str:
         prog = os.path.basename(os.path.dirname(argv[0])) or prog
     if prog in _DISPATCHERS and len(argv) > 1 and not argv[1].startswith("-"):
         prog = f"{prog} {os.path.basename(argv[1]) if prog.startswith('python') else argv[1]}"
-    return prog[:MAX_CMD]
+    return clean(prog)[:MAX_CMD]
 
 
 def current() -> dict[str, Any]:
@@ -45,7 +63,7 @@ def current() -> dict[str, Any]:
     global _cached
     pid = os.getpid()
     if _cached is None or _cached[0] != pid:
-        _cached = (pid, {"host": (socket.gethostname() or "localhost")[:64], "pid": pid,
+        _cached = (pid, {"host": clean(socket.gethostname() or "localhost")[:64], "pid": pid,
                          "cmd": _command(list(sys.argv))})
     return _cached[1]
 
@@ -60,9 +78,9 @@ def label(origin: Any) -> str:
     ('pid 7 on db', '')
     """
     if isinstance(origin, str):
-        return origin[:200]
+        return clean(origin)[:200]
     if not isinstance(origin, dict):
         return ""
     text = f"pid {origin.get('pid', '?')} on {origin.get('host', '?')}"
     cmd = origin.get("cmd")
-    return f"{text} ({str(cmd)[:MAX_CMD]})" if cmd else text
+    return clean(f"{text} ({str(cmd)[:MAX_CMD]})" if cmd else text)

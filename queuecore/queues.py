@@ -63,6 +63,9 @@ def validate_id(id: object) -> int:
 
 
 def _cut(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    # Every backend stores the text and every page shows it: a surrogate
+    # (an exception naming a file in another encoding) cannot be either.
+    text = identity.clean(text)
     if len(text) <= limit:
         return text
     half = limit // 2

@@ -244,7 +244,29 @@ def pack_extra(origin: dict[str, Any] | None, errors: list[dict[str, Any]] | tup
         value["o"] = origin
     if errors:
         value["e"] = list(errors)
-    return msgpack.packb(value, use_bin_type=True) if value else b""
+    if not value:
+        return b""
+    try:
+        packed: bytes = msgpack.packb(value, use_bin_type=True)
+    except (UnicodeEncodeError, TypeError, ValueError):
+        # A string msgpack cannot encode (a surrogate from a traceback or a
+        # file name) must not leave the message unable to be retried.
+        packed = msgpack.packb(_packable(value), use_bin_type=True)
+    return packed
+
+
+def _packable(value: Any) -> Any:
+    """``value`` with every string made encodable and anything else that is
+    not plain data turned into its text."""
+    if isinstance(value, str):
+        return identity.clean(value)
+    if isinstance(value, dict):
+        return {_packable(k): _packable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_packable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, bytes)):
+        return value
+    return identity.clean(str(value))
 
 
 def unpack_extra(data: bytes | memoryview) -> tuple[dict[str, Any] | None, tuple[dict[str, Any], ...]]:

@@ -7,10 +7,14 @@ queue is measured from there: its put, or its due time when delayed).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -182,6 +186,9 @@ def test_slab_entries_written_before_origins_read_as_errors() -> None:
     assert pack_extra(None, []) == b""
     # What every put writes: entries' errors() skip unpacking it on that prefix.
     assert pack_extra({"pid": 1}, []).startswith(b"\x81\xa1o")
+    # What msgpack cannot encode is packed as text, not left to fail the put.
+    odd = pack_extra({"cmd": os.fsdecode(b"\xe9")}, [{"reason": "r", "when": object}])
+    assert unpack_extra(odd) == ({"cmd": "\\xe9"}, ({"reason": "r", "when": "<class 'object'>"},))
 
 
 def test_the_command_names_what_the_process_does() -> None:
@@ -191,3 +198,49 @@ def test_the_command_names_what_the_process_does() -> None:
     assert identity._command([]) == "python"
     assert identity._command(["-c"]) == "python -c"
     assert len(identity._command(["x" * 500])) == identity.MAX_CMD
+
+
+def test_text_in_another_encoding_is_kept_readable(make_queues: QueuesFactory) -> None:
+    # An exception naming a file whose name is not UTF-8 carries a surrogate:
+    # the retry and the failure keep it, escaped, and the message moves on.
+    qs = make_queues()
+    mid = qs.put("q1", "x")
+    task = qs.take("q1", timeout=0)
+    name = os.fsdecode(b"caf\xe9.csv")
+    assert task is not None and task.retry(reason=ValueError(f"cannot read {name}"))
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.fail(f"gave up on {name}", traceback=f"File {name}\n")
+    first, last = qs.peek("q1", mid).errors
+    assert first["reason"] == "ValueError: cannot read caf\\xe9.csv"
+    assert last["reason"] == "gave up on caf\\xe9.csv" and last["traceback"] == "File caf\\xe9.csv\n"
+    qs.requeue("q1", mid)
+    assert qs.take("q1", timeout=0) is not None
+
+
+def test_a_process_named_in_another_encoding_can_put_and_retry(shared: QueuesFactory, tmp_path) -> None:  # noqa: F811
+    # A script whose file name is not UTF-8: its argv holds a surrogate.
+    folder = os.fsencode(tmp_path)
+    script = os.path.join(folder, b"caf\xe9.py")
+    with open(script, "w") as fh:
+        fh.write(
+            "import json, sys\n"
+            "from queuecore import Queues\n"
+            "args = json.loads(sys.argv[1])\n"
+            "qs = Queues(args['location'], **args['options'])\n"
+            "mid = qs.put('q1', 'x')\n"
+            "task = qs.take('q1', timeout=5)\n"
+            "assert task is not None and task.retry(reason='again')\n"
+            "print(mid)\n"
+            "qs.close()\n"
+        )
+    args = json.dumps({"location": shared.location, "options": shared.options})
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run([os.fsencode(sys.executable), script, args.encode()], capture_output=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    msg = shared().peek("q1", int(done.stdout))
+    assert msg.origin is not None and msg.origin["cmd"] == "caf\\xe9.py"
+    (kept,) = msg.errors
+    assert kept["reason"] == "again" and kept["by"].endswith("(caf\\xe9.py)")
+    assert identity.label({"pid": 1, "host": "h", "cmd": os.fsdecode(b"\xff")}) == "pid 1 on h (\\xff)"
