@@ -65,5 +65,8 @@ PAUSE_CHECK_INTERVAL = 0.5
 
 # Errors kept with a message (the newest ones); older ones are dropped.
 MAX_ERRORS_KEPT = 10
+# Producers the Redis backend remembers per topic (a message names its own
+# by a digest; see queuecore/lua/prelude.lua). Each is about 100 bytes.
+MAX_ORIGINS = 10_000
 # Longest reason kept per error, in characters (tracebacks are cut from the middle).
 MAX_ERROR_LENGTH = 16 * 1024

@@ -17,8 +17,12 @@ Cluster slot and one Lua script can touch all of it::
     p:{t}:m:<id>       hash, one per message: p (payload), at (enqueued_at),
                        n (attempts), tok (lease counter), st (state), sid (its
                        current stream entry), own/dl (lease owner, deadline ms),
-                       nb (delayed until, ms)
-    p:{t}:m:<id>:e     list of the message's errors (JSON), newest last
+                       ext (last extended, ms), nb (delayed until, ms), ra (ready
+                       since, when not its put), o (its producer's digest)
+    p:{t}:m:<id>:e     list of the message's history (JSON): errors and leases
+                       taken back, newest last, at most MAX_ERRORS_KEPT
+    p:{t}:origins      hash: producer digest -> its origin JSON (host, pid,
+                       command), at most MAX_ORIGINS
     p:{t}:ready ...    zsets scored by id: ready, delayed, in_progress, failed
                        (browsing in id order with keyset paging; ZCARD = counts)
     p:{t}:due          zset of delayed ids scored by due time (ms)
@@ -48,6 +52,7 @@ was given, so an old Task can never settle a newer delivery. Use the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -71,7 +76,7 @@ from queuecore.backend import (
     Record,
     public_location,
 )
-from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT
+from queuecore.defaults import DEFAULTS, MAX_ERRORS_KEPT, MAX_ORIGINS
 from queuecore.errors import Closed, InvalidOption, MessageNotFound, QueueFull, StorageError
 from queuecore.redis_side import HEARTBEAT_TTL, Liveness, SideRecords  # noqa: F401  (HEARTBEAT_TTL: importable from here too)
 
@@ -87,7 +92,7 @@ STALE_CONSUMER_MS = 3600 * 1000
 
 _STATE_KEYS = ("ready", "delayed", "in_progress", "failed")
 # KEYS of every topic script, in this order (see lua/prelude.lua).
-_KEY_NAMES = ("stream", "meta", *_STATE_KEYS, "due", "leases", "reclaim", "owners", "lapsed")
+_KEY_NAMES = ("stream", "meta", *_STATE_KEYS, "due", "leases", "reclaim", "owners", "lapsed", "origins")
 # The zsets whose members are message ids (owners and lapsed hold owners).
 _ID_INDEXES = (*_STATE_KEYS, "due", "leases", "reclaim")
 
@@ -103,8 +108,9 @@ def _read_scripts() -> dict[str, str]:
     folder = resources.files("queuecore") / "lua"
     prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
     # Constants the scripts share with Python (a JSON string is a Lua string).
-    for name, value in (("ERRORS_KEPT", MAX_ERRORS_KEPT), ("LEASE_EXPIRED", LEASE_EXPIRED),
-                        ("OWNER_LAPSED", OWNER_LAPSED), ("OWNER_CLOSED", OWNER_CLOSED)):
+    for name, value in (("ERRORS_KEPT", MAX_ERRORS_KEPT), ("MAX_ORIGINS", MAX_ORIGINS),
+                        ("LEASE_EXPIRED", LEASE_EXPIRED), ("OWNER_LAPSED", OWNER_LAPSED),
+                        ("OWNER_CLOSED", OWNER_CLOSED)):
         prelude = prelude.replace(f"@{name}@", json.dumps(value))
     return {name: prelude + (folder / f"{name}.lua").read_text(encoding="utf-8") for name in _SCRIPT_NAMES}
 
@@ -133,15 +139,24 @@ def _errors(raw: list[Any]) -> tuple[dict[str, Any], ...]:
     return tuple(out)
 
 
-_origin_cache: tuple[int, str] = (0, "")
+_origin_cache: tuple[int, tuple[str, str]] = (0, ("", ""))
 
 
-def _origin_json() -> str:
+def _origin_ref(origin: dict[str, Any] | None) -> tuple[str, str]:
+    """``(digest, JSON)`` of an origin: the message keeps the digest, the
+    topic's ``origins`` hash the JSON; ``("", "")`` for none."""
+    if not origin:
+        return "", ""
+    text = json.dumps(origin, separators=(",", ":"), default=str)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest(), text
+
+
+def _my_origin() -> tuple[str, str]:
     """This process as the origin of its puts, encoded once (again in a fork)."""
     global _origin_cache
     pid = os.getpid()
     if _origin_cache[0] != pid:
-        _origin_cache = (pid, json.dumps(identity.current(), separators=(",", ":")))
+        _origin_cache = (pid, _origin_ref(identity.current()))
     return _origin_cache[1]
 
 
@@ -156,8 +171,9 @@ def _origin(raw: Any) -> dict[str, Any] | None:
 
 
 def _record(row: list[Any]) -> Record:
-    """A message as the scripts return it: {id, HGETALL of its hash, its errors}."""
-    mid, flat, errors = row
+    """A message as the scripts return it: {id, HGETALL of its hash, its
+    errors, its origin JSON}."""
+    mid, flat, errors, origin = row
     f = _fields(flat)
     lease = None
     if "own" in f and "dl" in f:
@@ -173,7 +189,7 @@ def _record(row: list[Any]) -> Record:
         lease=lease,
         errors=_errors(errors),
         not_before=int(nb) / 1000 if nb is not None else None,
-        origin=_origin(f.get("o")),
+        origin=_origin(origin),
     )
 
 
@@ -288,7 +304,7 @@ class RedisBackend(Liveness, SideRecords, Backend):
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.005
         while True:
-            res = self._run("put", topic, limit, _origin_json(), *payloads)
+            res = self._run("put", topic, limit, *_my_origin(), *payloads)
             if int(res[0]) == 1:
                 return [int(i) for i in res[1:]]
             # Full: nothing was written. Room comes from another process's
@@ -383,8 +399,8 @@ class RedisBackend(Liveness, SideRecords, Backend):
         args: list[Any] = []
         for r in records:
             nb = "" if r.not_before is None else str(math.ceil(r.not_before * 1000))
-            origin = json.dumps(r.origin, default=str) if r.origin else ""
-            args += [r.payload, repr(float(r.enqueued_at)), r.attempts, r.state, nb, origin, len(r.errors)]
+            args += [r.payload, repr(float(r.enqueued_at)), r.attempts, r.state, nb, *_origin_ref(r.origin),
+                     len(r.errors)]
             args += [json.dumps(e, default=str) for e in r.errors]
         if not records:
             return []

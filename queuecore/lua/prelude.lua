@@ -7,6 +7,10 @@ local K_DUE, K_LEASES, K_RECLAIM = KEYS[7], KEYS[8], KEYS[9]
 -- Owners' liveness: owner -> the time (ms) its record lapses unless refreshed;
 -- and the owners whose record lapsed in the last hour -> when it did.
 local K_OWNERS, K_LAPSED = KEYS[10], KEYS[11]
+-- The processes that put the topic's messages: digest -> origin JSON. A
+-- message's 'o' is the digest, so its hash stays small enough for Redis to
+-- keep it compact (a listpack) whatever the producer's name.
+local K_ORIGINS = KEYS[12]
 local STATE_KEY = {ready = K_READY, delayed = K_DELAYED, in_progress = K_INPROG, failed = K_FAILED}
 local MPFX = ARGV[1]
 local GROUP = 'dq'
@@ -184,6 +188,29 @@ local function remove(id, h)
   redis.call('DEL', h, ekey(id))
 end
 
+-- At most MAX_ORIGINS producers are kept per topic: past that, a put by a
+-- new one drops another at random. A producer still putting writes itself
+-- back with its next put, so what goes is mostly processes long gone (a
+-- message of theirs then shows no producer).
+local MAX_ORIGINS = @MAX_ORIGINS@
+local function note_origin(key, origin)
+  if key == '' then return end
+  if redis.call('HSET', K_ORIGINS, key, origin) == 1 and redis.call('HLEN', K_ORIGINS) > MAX_ORIGINS then
+    local other = redis.call('HRANDFIELD', K_ORIGINS)
+    if other and other ~= key then redis.call('HDEL', K_ORIGINS, other) end
+  end
+end
+
+-- The origin JSON of a message (false if none is known). A message put
+-- before origins were shared per topic holds its JSON itself.
+local function origin_of(h)
+  local o = redis.call('HGET', h, 'o')
+  if not o then return false end
+  if string.sub(o, 1, 1) == '{' then return o end
+  return redis.call('HGET', K_ORIGINS, o)
+end
+
 local function record(id)
-  return {id, redis.call('HGETALL', mkey(id)), redis.call('LRANGE', ekey(id), 0, -1)}
+  local h = mkey(id)
+  return {id, redis.call('HGETALL', h), redis.call('LRANGE', ekey(id), 0, -1), origin_of(h)}
 end

@@ -6,6 +6,7 @@ sharing one topic with nothing lost."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from queuecore import Queues
+from queuecore import Queues, identity
+from queuecore.backend import Record
+from queuecore.defaults import MAX_ORIGINS
 from queuecore.errors import QueueFull, StorageError
 from queuecore.redis_backend import BATCH, GROUP, HEARTBEAT_TTL, RedisBackend
 
@@ -48,6 +51,38 @@ def test_every_key_starts_with_the_prefix_and_a_topic_shares_one_hash_tag(
     # one Cluster slot per topic: every key of the topic carries its hash tag
     assert all(k.startswith(f"{prefix}:{{orders}}:") for k in topic_keys)
     assert rclient.smembers(f"{prefix}:topics") == {b"orders", b"other"}
+
+
+def test_a_small_message_stays_a_compact_hash_whatever_its_producer(
+    qs: Queues, rclient: Any, prefix: str
+) -> None:
+    # A message names its producer by a digest; the topic keeps the origin
+    # once, so a long host or command does not turn every small message's
+    # hash from a listpack into a hashtable (several times its memory).
+    long = {"host": "h" * 64, "pid": 4242, "cmd": "c" * identity.MAX_CMD}
+    (mid,) = qs.backend.restore("q1", [Record(0, b"small", "ready", 0, time.time(), origin=long)])
+    own = qs.put("q1", "mine")
+    assert rclient.object("encoding", f"{prefix}:{{q1}}:m:{mid}") == b"listpack"
+    assert qs.peek("q1", mid).origin == long and qs.peek("q1", own).origin == identity.current()
+    assert rclient.hlen(f"{prefix}:{{q1}}:origins") == 2
+    # A message whose hash holds the origin's JSON itself still reads.
+    rclient.hset(f"{prefix}:{{q1}}:m:{own}", "o", json.dumps({"host": "old", "pid": 1}))
+    assert qs.peek("q1", own).origin == {"host": "old", "pid": 1}
+
+
+def test_a_topic_keeps_a_bounded_number_of_producers(qs: Queues, rclient: Any, prefix: str) -> None:
+    now = time.time()
+    for start in range(0, MAX_ORIGINS + 50, 1000):
+        batch = [Record(0, b"x", "ready", 0, now, origin={"host": "h", "pid": n})
+                 for n in range(start, min(start + 1000, MAX_ORIGINS + 50))]
+        qs.backend.restore("q1", batch)
+    assert rclient.hlen(f"{prefix}:{{q1}}:origins") == MAX_ORIGINS
+    # The producer putting now is always kept.
+    mid = qs.put("q1", "now")
+    assert qs.peek("q1", mid).origin == identity.current()
+    assert rclient.hlen(f"{prefix}:{{q1}}:origins") == MAX_ORIGINS
+    known = sum(1 for m in qs.messages("q1", limit=MAX_ORIGINS + 100) if m.origin)
+    assert MAX_ORIGINS - 50 <= known <= MAX_ORIGINS + 1
 
 
 def test_ids_are_a_per_topic_counter_not_stream_ids(qs: Queues, open_queues: Any) -> None:
