@@ -368,21 +368,22 @@ class Runner:
 
     def _handle(self, consumer: Consumer, task: Task) -> None:
         flight = _InFlight(task, consumer, time.monotonic())
-        # How long it waited: from when it became ready (its put, its due
-        # time, or its retry's) to this take.
-        self.timings.observe(task.topic, "wait", max(0.0, task.taken_at - task.ready_at))
-        task.started_at = time.time()  # the handler's run time, in its history
         with self._lock:
             given_back = self._finished
             if not given_back:
                 self._in_flight[id(flight)] = flight
         if given_back:
-            # Taken just as the runner finished: hand it straight back.
+            # Taken just as the runner finished: hand it straight back (its
+            # wait is counted by the take that runs it).
             try:
                 task.retry(0.0)
             except QueueError as exc:
                 logger.warning("%s#%d could not be given back: %s", task.topic, task.id, exc)
             return
+        # How long it waited: from when it became ready (its put, its due
+        # time, or its retry's) to this take.
+        self.timings.observe(task.topic, "wait", max(0.0, task.taken_at - task.ready_at))
+        task.started_at = time.time()  # the handler's run time, in its history
         try:
             self._run_handler(consumer, task, flight)
         finally:

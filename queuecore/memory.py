@@ -150,9 +150,10 @@ class MemoryBackend(Backend):
             attempts=e.attempts,
             enqueued_at=e.enqueued_at,
             lease=e.lease,
-            errors=e.errors,
+            # Copies: what a caller does with a Message must not change the store.
+            errors=tuple(dict(x) for x in e.errors),
             not_before=e.not_before,
-            origin=e.origin,
+            origin=dict(e.origin) if e.origin else None,
         )
 
     def _get(self, topic: str, id: int) -> _Entry:
@@ -175,7 +176,7 @@ class MemoryBackend(Backend):
                     raise QueueFull(topic, self.max_queue_size)
                 self._cond.wait(left)
             now = time.time()
-            origin = identity.current()
+            origin = dict(identity.current())
             ids = []
             for payload in payloads:
                 e = _Entry(id=t.next_id, payload=bytes(payload), enqueued_at=now, origin=origin)
@@ -194,7 +195,8 @@ class MemoryBackend(Backend):
             t = self._topic(topic)
             for r in records:
                 e = _Entry(id=t.next_id, payload=bytes(r.payload), enqueued_at=r.enqueued_at,
-                           attempts=r.attempts, errors=tuple(r.errors), origin=r.origin)
+                           attempts=r.attempts, errors=tuple(dict(x) for x in r.errors),
+                           origin=dict(r.origin) if r.origin else None)
                 t.next_id += 1
                 t.counters["enqueued"] += 1
                 t.entries[e.id] = e
@@ -202,7 +204,8 @@ class MemoryBackend(Backend):
                     e.state = "failed"
                 elif r.state == "delayed" and r.not_before and r.not_before > now:
                     e.state, e.not_before = "delayed", r.not_before
-                else:
+                else:  # ready from now: its wait here starts with its arrival
+                    e.ready_at = now
                     t.ready[e.id] = None
                 ids.append(e.id)
             self._cond.notify_all()

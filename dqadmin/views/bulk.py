@@ -128,7 +128,7 @@ def _act(queues: Queues, topic: str, action: str, target: str | None, found: lis
         # there with their attempts and errors; then off this one. A kill
         # in between leaves a message in both topics, never in neither.
         records = [Record(id=m.id, payload=m.raw, state="ready", attempts=m.attempts,
-                          enqueued_at=m.enqueued_at, errors=m.errors) for m in batch]
+                          enqueued_at=m.enqueued_at, errors=m.errors, origin=m.origin) for m in batch]
         queues.backend.restore(target, records)
         for msg in batch:
             try:

@@ -22,8 +22,8 @@ while i <= #ARGV do
     redis.call('HSET', h, 'st', 'delayed', 'nb', nb)
     redis.call('ZADD', K_DELAYED, id, id)
     redis.call('ZADD', K_DUE, tonumber(nb), id)
-  else
-    enqueue(id, h)
+  else  -- ready from now: its wait here starts with its arrival
+    enqueue(id, h, NOW_S)
   end
   redis.call('HINCRBY', K_META, 'bytes', #payload)
   out[#out + 1] = id

@@ -81,7 +81,8 @@ def append_ready(t: _Topic, payloads: list[bytes]) -> list[int]:
 def restore_records(t: _Topic, records: list[Record]) -> list[int]:
     """Messages taken from another location, stored as they were there
     (same payload, state, attempts, enqueue time, due time and errors) under
-    new ids, one change each (lock held)."""
+    new ids, one change each (lock held). A ready one is ready from now: its
+    wait here starts with its arrival."""
     ids: list[int] = []
     now = _now()
     m = t.meta
@@ -97,7 +98,7 @@ def restore_records(t: _Topic, records: list[Record]) -> list[int]:
                 m.delayed += 1
                 m.next_due = r.not_before if not m.next_due else min(m.next_due, r.not_before)
             else:
-                t.append(MAIN, mid, r.payload, extra, r.enqueued_at, 0.0, r.attempts)
+                t.append(MAIN, mid, r.payload, extra, r.enqueued_at, now, r.attempts)
                 m.ready += 1
             m.next_id = mid + 1
             m.enqueued += 1
@@ -127,7 +128,7 @@ def _lease(t: _Topic, e: _Entry, owner: int, lease_until: float, rng: random.Ran
         lm.cursor_seq, lm.cursor_off = e.slab.seq, e.off + e.size
     # A main-log entry's not_before is when it became ready (0: at its put).
     return Delivery(e.id, e.payload(), attempts, e.enqueued_at, (e.slab.seq, e.off, token),
-                    e.errors() if e.xlen else (), e.not_before or e.enqueued_at)
+                    e.errors(), e.not_before or e.enqueued_at)
 
 
 def _claim_once(t: _Topic, limit: int, owner: int, visibility_timeout: float,

@@ -20,7 +20,7 @@ import msgpack
 import pytest
 
 from queuecore import identity
-from queuecore.backend import LEASE_EXPIRED, OWNER_CLOSED, OWNER_DIED, OWNER_LAPSED
+from queuecore.backend import LEASE_EXPIRED, OWNER_CLOSED, OWNER_DIED, OWNER_LAPSED, Record
 from queuecore.defaults import MAX_ERRORS_KEPT
 from tests.core.conftest import QueuesFactory
 from tests.core.test_liveness import Holder, holders, options, shared  # noqa: F401  (fixtures)
@@ -37,6 +37,11 @@ def test_a_put_keeps_the_process_that_made_it(make_queues: QueuesFactory) -> Non
         assert origin == me, (i, origin)
     assert me["pid"] == os.getpid() and me["host"] == socket.gethostname()
     assert identity.label(qs.peek("q1", mid).origin).startswith(f"pid {os.getpid()} on ")
+    # What a caller does with what it read changes nothing stored.
+    seen = qs.peek("q1", mid).origin
+    assert seen is not None
+    seen["cmd"] = "changed"
+    assert qs.peek("q1", mid).origin == me == identity.current()
 
 
 def test_the_origin_stays_through_retries_and_failures(make_queues: QueuesFactory) -> None:
@@ -138,6 +143,20 @@ def test_a_requeue_makes_it_ready_from_then(make_queues: QueuesFactory) -> None:
     again = qs.take("q1", timeout=0)
     assert again is not None and again.ready_at >= before - 0.01
     assert again.ready_at >= again.enqueued_at + 0.15
+
+
+def test_a_restored_message_is_ready_from_its_arrival(make_queues: QueuesFactory) -> None:
+    # A move or a migration keeps the message's put time and producer; its
+    # wait in the new place starts when it arrives there.
+    qs = make_queues()
+    producer = {"host": "elsewhere", "pid": 7, "cmd": "dq put"}
+    hour_ago = time.time() - 3600
+    before = time.time()
+    (mid,) = qs.backend.restore("q1", [Record(0, qs._encode("x"), "ready", 2, hour_ago, origin=producer)])
+    task = qs.take("q1", timeout=0)
+    assert task is not None and task.id == mid
+    assert task.enqueued_at == pytest.approx(hour_ago, abs=1e-3) and task.ready_at >= before - 0.01
+    assert qs.peek("q1", mid).origin == producer
 
 
 def test_the_history_is_bounded(make_queues: QueuesFactory) -> None:

@@ -13,7 +13,7 @@ import pytest
 from django.test import Client
 
 from dqadmin.views import pages
-from queuecore import Queues
+from queuecore import Queues, identity
 
 from .conftest import fail_one
 
@@ -161,6 +161,10 @@ def test_bulk_move_of_a_filter(op_client: Client, qs: Queues) -> None:
     assert len(moved) == 3 and all(m.state == "ready" for m in moved)
     # Their history travels with them.
     assert all(m.attempts == 1 and m.errors and "bad address" in m.errors[-1]["reason"] for m in moved)
+    assert all(m.origin == identity.current() for m in moved)
+    # Ready there from the move: its wait counts from then, not from its put.
+    task = qs.take("repair", timeout=0)
+    assert task is not None and task.ready_at > task.enqueued_at
     for mid in failed:
         assert op_client.get(f"/topics/q1/messages/{mid}/").status_code == 404
 
