@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 _HOST = socket.gethostname()
 
 _OWNER_ALIVE, _OWNER_DEAD, _OWNER_MISSING, _OWNER_UNKNOWN = range(4)  # what probe() found
+# A gone owner's file stays this long as <owner>.dead, so whichever process
+# takes its leases back names it in their history.
+DEAD_NAMES_KEPT = 7 * 24 * 3600.0
+# Seconds between two sweeps of old .dead files by one process.
+_SWEEP_INTERVAL = 3600.0
 
 
 def _label(data: bytes) -> str:
@@ -58,7 +63,8 @@ class _Owners:
         self._lock = threading.Lock()
         self._seen: dict[int, bool] = {}  # owner -> alive, found since the last reclaim
         self._all_held_at = -math.inf  # monotonic time of the last probe that found every owner held
-        self._dead_names: dict[str, str] = {}  # owner file -> its name, read before deleting it
+        self._names: dict[int, str] = {}  # owner -> its name (an owner's file never changes)
+        self._swept_at = -math.inf  # monotonic time of the last sweep of .dead files
 
     def mine(self) -> int:
         """This process's owner id, made (with its file) at the first call."""
@@ -98,6 +104,10 @@ class _Owners:
                 pass
             raise _disk_error(path, exc) from exc
         self.fd, self.id = fd, owner
+        try:
+            self._sweep(os.listdir(self.folder))  # a new owner tidies up after old ones
+        except OSError:
+            pass
 
     def forked(self) -> None:
         """In a forked child: the parent's owner file is not this process's
@@ -122,15 +132,49 @@ class _Owners:
         path = self.path(self.id)
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         if self.count_gone():
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self._retire(path)
         os.close(self.fd)
         self.fd, self.id = -1, 0
 
     def path(self, owner: int) -> str:
         return os.path.join(self.folder, f"{owner:016x}.lock")
+
+    def _retire(self, path: str) -> None:
+        """A gone owner's file (counted gone) stops being a ``.lock`` file; it
+        stays as ``.dead`` for its name (see DEAD_NAMES_KEPT), touched so its
+        age counts from now."""
+        dead = path[: -len(".lock")] + ".dead"
+        try:
+            os.rename(path, dead)
+        except FileNotFoundError:
+            return  # another process retired it
+        except OSError:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return
+        try:
+            os.utime(dead)
+        except OSError:
+            pass
+
+    def _sweep(self, names: list[str]) -> None:
+        """Delete the ``.dead`` files older than DEAD_NAMES_KEPT (at most
+        once an hour per process)."""
+        now = time.monotonic()
+        if 0 <= now - self._swept_at < _SWEEP_INTERVAL:
+            return
+        self._swept_at = now
+        limit = time.time() - DEAD_NAMES_KEPT
+        for name in names:
+            if name.endswith(".dead"):
+                path = os.path.join(self.folder, name)
+                try:
+                    if os.stat(path).st_mtime < limit:
+                        os.unlink(path)
+                except OSError:
+                    pass
 
     def probe(self, path: str) -> int:
         """The state of an owner file: held (alive); not held (dead: an
@@ -153,20 +197,9 @@ class _Owners:
         except OSError:
             os.close(fd)
             return _OWNER_UNKNOWN
-        try:
-            if len(self._dead_names) >= 1024:
-                self._dead_names.clear()
-            # Its name, for the history of the leases it held (the file goes next).
-            self._dead_names[path] = _label(os.pread(fd, 512, 0))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        os.close(fd)
         if self.count_gone():  # before the file goes, else it must stay for others to see
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            self._retire(path)
         return _OWNER_DEAD
 
     def alive(self, owner: int) -> bool:
@@ -183,16 +216,25 @@ class _Owners:
         return alive
 
     def name(self, owner: int) -> str:
-        """How the dashboard names a lease's owner."""
-        path = self.path(owner)
-        known = self._dead_names.get(path)
+        """How the dashboard and a message's history name a lease's owner:
+        from its file, live (``.lock``) or gone (``.dead``); its id if
+        neither can be read."""
+        known = self._names.get(owner)
         if known:
             return known
-        try:
-            with open(path, "rb") as fh:
-                return _label(fh.read(512)) or f"{owner:016x}"
-        except OSError:
-            return f"{owner:016x}"
+        path = self.path(owner)
+        for candidate in (path, path[: -len(".lock")] + ".dead"):
+            try:
+                with open(candidate, "rb") as fh:
+                    found = _label(fh.read(512))
+            except OSError:
+                continue
+            if found:
+                if len(self._names) >= 1024:
+                    self._names.clear()
+                self._names[owner] = found
+                return found
+        return f"{owner:016x}"
 
     def gone_count(self) -> int:
         try:
@@ -246,6 +288,7 @@ class _Owners:
             names = os.listdir(self.folder)
         except OSError:
             return True
+        self._sweep(names)
         for name in names:
             if not name.endswith(".lock"):
                 continue

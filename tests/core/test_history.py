@@ -19,7 +19,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from queuecore import identity
+from queuecore import Queues, identity
 from queuecore.backend import LEASE_EXPIRED, OWNER_CLOSED, OWNER_DIED, OWNER_LAPSED, Record
 from queuecore.defaults import MAX_ERRORS_KEPT
 from tests.core.conftest import QueuesFactory
@@ -191,6 +191,49 @@ def test_a_killed_holder_is_named_in_the_history(shared: QueuesFactory, holders:
     assert str(holder.proc.pid) in lost["by"]
     if b == "slab":
         assert lost["by"].startswith(f"pid {holder.proc.pid} on ") and "liveness_worker.py" in lost["by"]
+
+
+def test_a_dead_holder_is_named_by_a_process_that_did_not_see_it_die(
+    tmp_path: Path, holders: list[Holder]  # noqa: F811
+) -> None:
+    from tests.core.conftest import FAST_OPTIONS
+
+    factory = QueuesFactory("slab", str(tmp_path), dict(FAST_OPTIONS))
+    qs = factory(visibility_timeout=60.0)
+    mid = qs.put("q1", "x")
+    holders.append(holder := Holder(factory, 1, visibility_timeout=60.0))
+    owner_files = lambda suffix: [n for n in os.listdir(tmp_path / ".owners") if n.endswith(suffix)]  # noqa: E731
+    assert len(owner_files(".lock")) == 1
+    os.kill(holder.proc.pid, signal.SIGKILL)
+    holder.proc.wait(timeout=10)
+    # Another process (a dashboard) is the one that sees the owner dead.
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    look = ("import sys; from queuecore import Queues\n"
+            "with Queues(sys.argv[1], fsync_put=False) as qs: qs.stats()\n")
+    subprocess.run([sys.executable, "-c", look, str(tmp_path)], check=True, env=env, timeout=60,
+                   cwd=Path(__file__).resolve().parents[2])
+    assert owner_files(".lock") == [] and len(owner_files(".dead")) == 1
+    task = qs.take("q1", timeout=5)
+    assert task is not None and task.id == mid
+    (lost,) = task.errors
+    assert lost["by"].startswith(f"pid {holder.proc.pid} on ") and "liveness_worker.py" in lost["by"]
+    factory.close_all()
+
+
+def test_gone_owners_files_are_kept_a_week(tmp_path: Path) -> None:
+    from queuecore.slab.owners import DEAD_NAMES_KEPT
+
+    folder = tmp_path / ".owners"
+    folder.mkdir()
+    old, recent = folder / f"{1:016x}.dead", folder / f"{3:016x}.dead"
+    old.write_text('{"pid": 1, "host": "h"}')
+    recent.write_text('{"pid": 3, "host": "h"}')
+    os.utime(old, (time.time() - DEAD_NAMES_KEPT - 60,) * 2)
+    with Queues(str(tmp_path), fsync_put=False) as qs:
+        qs.put("q1", "x")
+        assert qs.take("q1", timeout=0) is not None  # a new owner tidies the folder
+        assert qs.backend.owners.name(3) == "pid 3 on h"  # type: ignore[attr-defined]
+    assert not old.exists() and recent.exists()
 
 
 def test_slab_entries_written_before_origins_read_as_errors() -> None:
