@@ -287,7 +287,7 @@ class MemoryBackend(Backend):
                 self._take_back(t, e, LEASE_EXPIRED)  # it belongs to the next taker
                 self._cond.notify_all()
                 return False
-            e.lease = Lease(self.owner, now + seconds)
+            e.lease = Lease(self.owner, now + seconds, extended_at=now)
             # A waiting take sleeps until the next lease ends: an earlier
             # end must wake it to count again.
             self._cond.notify_all()

@@ -22,7 +22,8 @@ Cluster slot and one Lua script can touch all of it::
     p:{t}:m:<id>:e     list of the message's history (JSON): errors and leases
                        taken back, newest last, at most MAX_ERRORS_KEPT
     p:{t}:origins      hash: producer digest -> its origin JSON (host, pid,
-                       command), at most MAX_ORIGINS
+                       command), at most MAX_ORIGINS; and consumer name -> its
+                       origin (written by its first take of the topic)
     p:{t}:ready ...    zsets scored by id: ready, delayed, in_progress, failed
                        (browsing in id order with keyset paging; ZCARD = counts)
     p:{t}:due          zset of delayed ids scored by due time (ms)
@@ -107,7 +108,8 @@ _SCRIPT_NAMES = ("put", "take", "settle", "stats", "info", "messages", "peek", "
 def _read_scripts() -> dict[str, str]:
     folder = resources.files("queuecore") / "lua"
     prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
-    # Constants the scripts share with Python (a JSON string is a Lua string).
+    # Constants the scripts share with Python (a JSON string of ASCII text
+    # is a Lua string; the reasons are ASCII, as Lua 5.1 has no \u escapes).
     for name, value in (("ERRORS_KEPT", MAX_ERRORS_KEPT), ("MAX_ORIGINS", MAX_ORIGINS),
                         ("LEASE_EXPIRED", LEASE_EXPIRED), ("OWNER_LAPSED", OWNER_LAPSED),
                         ("OWNER_CLOSED", OWNER_CLOSED)):
@@ -133,9 +135,15 @@ def _errors(raw: list[Any]) -> tuple[dict[str, Any], ...]:
     out = []
     for item in raw:
         try:
-            out.append(json.loads(item))
+            rec = json.loads(item)
         except ValueError:
-            out.append({"reason": _text(item)})
+            rec = {"reason": _text(item)}
+        if isinstance(rec, dict) and "by_origin" in rec:
+            # A lost lease: its holder named as every other delivery is.
+            holder = _origin(rec.pop("by_origin"))
+            if holder:
+                rec["by"] = identity.label(holder)
+        out.append(rec)
     return tuple(out)
 
 
@@ -323,6 +331,11 @@ class RedisBackend(Liveness, SideRecords, Backend):
         self._note_topic(topic)
         deadline = None if timeout is None else time.monotonic() + timeout
         stream = self._keys(topic)[0]
+        client = self._redis()  # first: a forked child reconnects as a new owner
+        if topic not in self._taken_topics:
+            # Its origin under its owner name, for the history of a lease it
+            # loses (topic's origins hash; bounded with the producers').
+            self._call(client.hset, self._tag(topic) + ":origins", self._owner, _my_origin()[1])
         self._hold(topic)
         while True:
             out, nxt, last_id = self._run("take", topic, self.owner, self._vt_ms, limit, self._owner_ms)

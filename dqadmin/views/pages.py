@@ -266,16 +266,28 @@ def _timeline(topic: str, msg: Message, visibility_timeout: float | None) -> lis
                        "detail": f"a message keeps its last {MAX_ERRORS_KEPT} deliveries that did not "
                                  "complete; a retry without a reason leaves none"})
     if msg.lease is not None:
-        since = msg.lease.extended_at
+        # Placed at its last extension when the backend keeps it (and named),
+        # else at its take as the lease tells it (deadline less the topic's
+        # visibility timeout), never before what came before it nor in the future.
+        extended = msg.lease.extended_at
+        since = extended
         if since is None and visibility_timeout:
             since = msg.lease.deadline - float(visibility_timeout)
+        if since is not None:
+            since = min(max(since, *(e["at"] for e in events)), time.time())
+        detail = f"lease until {_utc(msg.lease.deadline)}"
+        if extended is not None:
+            detail = f"lease extended at {_utc(extended)}, until {_utc(msg.lease.deadline)}"
         events.append({"at": since or time.time(), "what": f"delivery {msg.attempts} to {msg.lease.owner}: running",
-                       "detail": f"lease until {dt.datetime.fromtimestamp(msg.lease.deadline, dt.UTC):%H:%M:%S} UTC",
-                       "delivery": True})
+                       "detail": detail, "delivery": True})
     for entry in audit.for_message(topic, msg.id):
         events.append({"at": entry.at.timestamp(), "what": f"{entry.action.replace('_', ' ')} by {entry.user}",
                        "detail": entry.detail, "source": entry.source})
     return sorted(events, key=lambda e: e["at"])
+
+
+def _utc(at: float) -> str:
+    return f"{dt.datetime.fromtimestamp(at, dt.UTC):%H:%M:%S} UTC"
 
 
 _ENDED = {"retry": "retried", "fail": "failed", "lost": "lease lost"}

@@ -70,10 +70,15 @@ local function enqueue(id, h, since)
   redis.call('ZADD', K_READY, id, id)
 end
 
--- A lease taken back unsettled, kept in the message's history.
+-- A lease taken back unsettled, kept in the message's history, with the
+-- holder's origin when it left one (its first take of the topic does).
 local function note_lost(id, h, why)
-  local rec = cjson.encode({at = tonumber(NOW_S), attempt = tonumber(redis.call('HGET', h, 'n') or '0'),
-                            reason = why, outcome = 'lost', by = redis.call('HGET', h, 'own') or ''})
+  local own = redis.call('HGET', h, 'own') or ''
+  local fields = {at = tonumber(NOW_S), attempt = tonumber(redis.call('HGET', h, 'n') or '0'),
+                  reason = why, outcome = 'lost', by = own}
+  local origin = own ~= '' and redis.call('HGET', K_ORIGINS, own)
+  if origin then fields.by_origin = origin end
+  local rec = cjson.encode(fields)
   redis.call('RPUSH', ekey(id), rec)
   redis.call('LTRIM', ekey(id), -ERRORS_KEPT, -1)
 end

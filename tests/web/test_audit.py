@@ -118,7 +118,7 @@ def timeline_of(client: Client, topic: str, mid: int) -> str:
     return html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
 
 
-def test_the_timeline_shows_a_running_delivery_and_a_lost_lease(op_client: Client, qs: Queues) -> None:
+def test_the_timeline_shows_a_running_delivery_and_one_requeued_unsettled(op_client: Client, qs: Queues) -> None:
     mid = qs.put("q1", "job")
     first = qs.take("q1", timeout=0)
     assert first is not None
@@ -129,6 +129,12 @@ def test_the_timeline_shows_a_running_delivery_and_a_lost_lease(op_client: Clien
     assert "delivery 2 to" in timeline and ": running" in timeline and "lease until" in timeline
     # The requeue ended delivery 1 without a settle or a loss record.
     assert "1 delivery without a record" in timeline
+    assert "lease extended" not in timeline
+    assert second.extend(120)
+    timeline = timeline_of(op_client, "q1", mid)
+    assert "ago</span> <strong>delivery 2 to" in timeline and "3m 0s ago" not in timeline
+    if qs.backend.name != "slab":  # slab entries keep the deadline alone
+        assert "lease extended at " in timeline
     assert not first.complete() and second.complete() is True
 
 
@@ -139,7 +145,8 @@ def test_the_timeline_names_a_lease_that_ran_out(op_client: Client, qs: Queues) 
         time.sleep(0.3)
         assert short.stats()["q1"]["ready"] == 1
     timeline = timeline_of(op_client, "q1", mid)
-    assert "delivery 1 to" in timeline and "lease lost" in timeline and "lease expired" in timeline
+    me = escape(identity.label(identity.current()))
+    assert f"delivery 1 to {me}" in timeline and "lease lost" in timeline and "lease expired" in timeline
 
 
 @pytest.mark.parametrize("bad", ["x" * 151])
