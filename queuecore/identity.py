@@ -43,8 +43,8 @@ def clean(text: str) -> str:
 def _command(argv: list[str]) -> str:
     if not argv or not argv[0]:
         return "python"
-    if argv[0] == "-c":
-        return "python -c"
+    if argv[0] in ("-c", "-"):  # a program given on the command line or stdin
+        return f"python {argv[0]}"
     prog = os.path.basename(argv[0])
     if prog == "__main__.py":  # python -m package: the package's folder names it
         prog = os.path.basename(os.path.dirname(argv[0])) or prog

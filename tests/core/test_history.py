@@ -260,6 +260,7 @@ def test_the_command_names_what_the_process_does() -> None:
     assert identity._command(["/usr/bin/gunicorn", "-w", "4"]) == "gunicorn"
     assert identity._command([]) == "python"
     assert identity._command(["-c"]) == "python -c"
+    assert identity._command(["-"]) == "python -"
     assert len(identity._command(["x" * 500])) == identity.MAX_CMD
 
 
