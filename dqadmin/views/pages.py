@@ -280,6 +280,11 @@ def _timeline(topic: str, msg: Message, visibility_timeout: float | None) -> lis
             detail = f"lease extended at {_utc(extended)}, until {_utc(msg.lease.deadline)}"
         events.append({"at": since or time.time(), "what": f"delivery {msg.attempts} to {msg.lease.owner}: running",
                        "detail": detail, "delivery": True})
+    if msg.state == "completed":
+        # The engine keeps no record of the delivery that completed it (slab
+        # files mark its entry done in place): the outcome, not when or who.
+        events.append({"at": max(e["at"] for e in events), "what": f"delivery {msg.attempts}: completed",
+                       "detail": "when and by which process is not kept", "delivery": True})
     for entry in audit.for_message(topic, msg.id):
         events.append({"at": entry.at.timestamp(), "what": f"{entry.action.replace('_', ' ')} by {entry.user}",
                        "detail": entry.detail, "source": entry.source})

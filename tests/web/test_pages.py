@@ -247,6 +247,8 @@ def test_completed_messages_per_backend(op_client: Client, qs: Queues, backend_n
         assert [(m.id, m.state) for m in completed_rows] == [(done, "completed")]
         assert page.status_code == 200 and 'class="state completed"' in page.content.decode()
         assert b">Requeue</button>" not in page.content  # nothing to requeue once done
+        timeline = page.content.decode().split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+        assert "delivery 1: completed" in timeline and "without a record" not in timeline
     else:
         assert completed_rows == []
         assert page.status_code == 404
