@@ -12,7 +12,7 @@ Layout of a queue directory (see docs/queuecore.md for the byte formats)::
     <root>/<topic>/d000000000001.slab   the delayed log: retries waiting for their time
     <root>/<topic>/f000000000001.slab   the failed log: failed messages with their errors
     <root>/.owners/<owner>.lock    flock'ed by each taking process while it lives
-    <root>/.owners/<owner>.dead    a gone owner's file, kept a week for its name
+    <root>/.owners/<owner>.dead    a gone owner's file, kept a day for its name
     <root>/.owners/gone            one byte per owner seen dead or closed
     <root>/.consumers/<key>.json   consumer heartbeats
 

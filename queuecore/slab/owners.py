@@ -37,7 +37,7 @@ _HOST = socket.gethostname()
 _OWNER_ALIVE, _OWNER_DEAD, _OWNER_MISSING, _OWNER_UNKNOWN = range(4)  # what probe() found
 # A gone owner's file stays this long as <owner>.dead, so whichever process
 # takes its leases back names it in their history.
-DEAD_NAMES_KEPT = 7 * 24 * 3600.0
+DEAD_NAMES_KEPT = 24 * 3600.0
 # Seconds between two sweeps of old .dead files by one process.
 _SWEEP_INTERVAL = 3600.0
 

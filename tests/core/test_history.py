@@ -221,7 +221,7 @@ def test_a_dead_holder_is_named_by_a_process_that_did_not_see_it_die(
     factory.close_all()
 
 
-def test_gone_owners_files_are_kept_a_week(tmp_path: Path) -> None:
+def test_gone_owners_files_are_kept_a_day(tmp_path: Path) -> None:
     from queuecore.slab.owners import DEAD_NAMES_KEPT
 
     folder = tmp_path / ".owners"
