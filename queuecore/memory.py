@@ -176,7 +176,7 @@ class MemoryBackend(Backend):
                     raise QueueFull(topic, self.max_queue_size)
                 self._cond.wait(left)
             now = time.time()
-            origin = dict(identity.current())
+            origin = identity.current()  # _record hands out copies
             ids = []
             for payload in payloads:
                 e = _Entry(id=t.next_id, payload=bytes(payload), enqueued_at=now, origin=origin)

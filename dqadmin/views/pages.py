@@ -269,16 +269,14 @@ def _timeline(topic: str, msg: Message, visibility_timeout: float | None) -> lis
         # Placed at its last extension when the backend keeps it (and named),
         # else at its take as the lease tells it (deadline less the topic's
         # visibility timeout), never before what came before it nor in the future.
-        extended = msg.lease.extended_at
-        since = extended
-        if since is None and visibility_timeout:
-            since = msg.lease.deadline - float(visibility_timeout)
-        if since is not None:
-            since = min(max(since, *(e["at"] for e in events)), time.time())
+        extended, now = msg.lease.extended_at, time.time()
+        since = extended if extended is not None else (
+            msg.lease.deadline - float(visibility_timeout) if visibility_timeout else now)
         detail = f"lease until {_utc(msg.lease.deadline)}"
         if extended is not None:
             detail = f"lease extended at {_utc(extended)}, until {_utc(msg.lease.deadline)}"
-        events.append({"at": since or time.time(), "what": f"delivery {msg.attempts} to {msg.lease.owner}: running",
+        events.append({"at": min(max(since, *(e["at"] for e in events)), now),
+                       "what": f"delivery {msg.attempts} to {msg.lease.owner}: running",
                        "detail": detail, "delivery": True})
     if msg.state == "completed":
         # The engine keeps no record of the delivery that completed it (slab

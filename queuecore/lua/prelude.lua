@@ -199,8 +199,11 @@ end
 -- message of theirs then shows no producer).
 local MAX_ORIGINS = @MAX_ORIGINS@
 local function note_origin(key, origin)
-  if key == '' then return end
-  if redis.call('HSET', K_ORIGINS, key, origin) == 1 and redis.call('HLEN', K_ORIGINS) > MAX_ORIGINS then
+  -- Read first: a write of what is there would still reach the AOF and the
+  -- replicas with every put.
+  if key == '' or redis.call('HEXISTS', K_ORIGINS, key) == 1 then return end
+  redis.call('HSET', K_ORIGINS, key, origin)
+  if redis.call('HLEN', K_ORIGINS) > MAX_ORIGINS then
     local other = redis.call('HRANDFIELD', K_ORIGINS)
     if other and other ~= key then redis.call('HDEL', K_ORIGINS, other) end
   end

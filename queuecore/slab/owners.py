@@ -139,11 +139,16 @@ class _Owners:
     def path(self, owner: int) -> str:
         return os.path.join(self.folder, f"{owner:016x}.lock")
 
+    @staticmethod
+    def _dead_path(path: str) -> str:
+        """Where an owner file (``<owner>.lock``) goes once its owner is gone."""
+        return path[: -len(".lock")] + ".dead"
+
     def _retire(self, path: str) -> None:
         """A gone owner's file (counted gone) stops being a ``.lock`` file; it
         stays as ``.dead`` for its name (see DEAD_NAMES_KEPT), touched so its
         age counts from now."""
-        dead = path[: -len(".lock")] + ".dead"
+        dead = self._dead_path(path)
         try:
             os.rename(path, dead)
         except FileNotFoundError:
@@ -223,7 +228,7 @@ class _Owners:
         if known:
             return known
         path = self.path(owner)
-        for candidate in (path, path[: -len(".lock")] + ".dead"):
+        for candidate in (path, self._dead_path(path)):
             try:
                 with open(candidate, "rb") as fh:
                     found = _label(fh.read(512))
